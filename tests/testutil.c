@@ -1,0 +1,2 @@
+/* tests/testutil.c — helpers shared by the Criterion suites. */
+#include "tests/testutil.h"
