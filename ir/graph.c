@@ -142,6 +142,14 @@ kiln_value kiln_graph_find(const kiln_graph *g, const char *name)
     return KILN_ERR_NOT_FOUND;
 }
 
+kiln_value kiln_graph_find_role(const kiln_graph *g, kiln_role r)
+{
+    if (!g) return KILN_ERR_NOT_FOUND;
+    for (int32_t i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].role == r) return i;
+    return KILN_ERR_NOT_FOUND;
+}
+
 /* ---- node helpers ---- */
 
 int64_t kiln_shape_numel(int rank, const int64_t *shape)

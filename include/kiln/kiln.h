@@ -104,6 +104,8 @@ kiln_graph *kiln_graph_clone(const kiln_graph *g);
 int32_t kiln_graph_num_nodes(const kiln_graph *g);
 /* The node whose name is `name`, or KILN_ERR_NOT_FOUND. */
 kiln_value kiln_graph_find(const kiln_graph *g, const char *name);
+/* The first node with role r, or KILN_ERR_NOT_FOUND. */
+kiln_value kiln_graph_find_role(const kiln_graph *g, kiln_role r);
 
 /* Parameter initialisation, recorded on the parameter node and applied by the
  * runtime with a seeded generator. */
@@ -218,7 +220,8 @@ kiln_status kiln_model_parse(const char *text, const char *filename, int64_t bat
 
 /* ---- passes ------------------------------------------------------------ */
 
-/* Runs one pass by name: "infer", "cse", "dce". */
+/* Runs one pass by name: "infer", "cse", "dce" (KILN_ERR_NOT_FOUND names
+ * the passes otherwise). In debug builds the verifier runs after it. */
 kiln_status kiln_run_pass(kiln_graph *g, const char *pass);
 
 typedef enum kiln_optimizer { KILN_OPT_ADAMW, KILN_OPT_SGD } kiln_optimizer;
@@ -226,6 +229,7 @@ typedef enum kiln_optimizer { KILN_OPT_ADAMW, KILN_OPT_SGD } kiln_optimizer;
 typedef struct kiln_train_options {
     kiln_optimizer optimizer; /* default KILN_OPT_ADAMW, as fastai */
     int nesterov;             /* SGD only */
+    int keep_grads;           /* also return each gradient as OUTPUT "grad.<param>" */
     /* Called after each pass with its name, when not NULL (--print-after). */
     void (*after_pass)(const char *pass, const kiln_graph *g, void *user);
     void *user;
@@ -239,8 +243,11 @@ kiln_train_options kiln_train_defaults(void);
  * HPARAM leaves named "lr", "mom" (SGD momentum or Adam's beta1), "beta2",
  * "eps", "wd" and "step" (the 1-based step count, as f32). Optimizer state
  * is named "<param>.exp_avg" / "<param>.exp_avg_sq" (AdamW) or
- * "<param>.momentum_buffer" (SGD), as PyTorch names it. The gradient of
- * parameter P is an OUTPUT named "grad.P". Runs cse and dce. */
+ * "<param>.momentum_buffer" (SGD), as PyTorch names it. With keep_grads the
+ * gradient of parameter P is also an OUTPUT named "grad.P". The updates
+ * follow torch.optim.AdamW and torch.optim.SGD exactly. Runs cse and dce.
+ * Fails when the graph has no loss, no parameter, or an op on the path from
+ * a parameter to the loss has no gradient rule (the message names it). */
 kiln_status kiln_train_program(const kiln_graph *forward, const kiln_train_options *opt,
                                kiln_graph **out);
 /* The evaluation program: forward, loss and metrics, no update. */

@@ -1,0 +1,246 @@
+/* passes/train.c — training- and evaluation-program assembly.
+ *
+ * Expects: a verified forward graph with one LOSS node (a float scalar) and
+ * at least one PARAM leaf.
+ * Guarantees: a new graph holding the forward program, its metric partials,
+ * the backward program (passes/autodiff.c) and the optimizer update as graph
+ * ops: for every parameter, `assign` ops write the new parameter and its
+ * optimizer state in place. Hyperparameters are scalar HPARAM leaves, so a
+ * learning-rate schedule never forces a recompile. The update is written op
+ * for op as torch.optim.AdamW / torch.optim.SGD (PyTorch 1.13) compute it.
+ * The result has been through cse and dce and verifies.
+ */
+#include "ir/ops.h"
+#include "passes/passes.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+kiln_train_options kiln_train_defaults(void)
+{
+    kiln_train_options o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = KILN_OPT_ADAMW;
+    return o;
+}
+
+/* Short names for building the update. */
+#define ADD(a, b) kiln_b2(g, KILN_OP_ADD, a, b)
+#define SUB(a, b) kiln_b2(g, KILN_OP_SUB, a, b)
+#define MUL(a, b) kiln_b2(g, KILN_OP_MUL, a, b)
+#define DIV(a, b) kiln_b2(g, KILN_OP_DIV, a, b)
+#define ONE(like) kiln_b_const_like(g, 1.0, like)
+
+typedef struct hparams {
+    kiln_value lr, mom, beta2, eps, wd, step;
+    kiln_value bc1, bc2_sqrt; /* AdamW bias corrections, shared by all params */
+} hparams;
+
+static kiln_value hparam(kiln_graph *g, const char *name, kiln_dtype t)
+{
+    return kiln_build_leaf(g, KILN_ROLE_HPARAM, name, t, 0, NULL, 0, NULL);
+}
+
+static kiln_value state_like(kiln_graph *g, int32_t param, const char *suffix)
+{
+    char name[512];
+    const kiln_node *p = &g->nodes[param];
+    int64_t shape[KILN_MAX_RANK];
+    memcpy(shape, p->shape, sizeof shape);
+    snprintf(name, sizeof name, "%s.%s", p->name, suffix);
+    return kiln_build_leaf(g, KILN_ROLE_STATE, name, (kiln_dtype)p->dtype, p->rank, shape, 0,
+                           NULL);
+}
+
+static kiln_value assign(kiln_graph *g, kiln_value dst, kiln_value v)
+{
+    return kiln_b2(g, KILN_OP_ASSIGN, dst, v);
+}
+
+/* The parameter's dtype may differ from the hyperparameters' (f64 graphs in
+ * tests): hyperparameters are cast to it. */
+static kiln_value as(kiln_graph *g, kiln_value v, int32_t like)
+{
+    if (v < 0 || g->nodes[v].dtype == g->nodes[like].dtype) return v;
+    kiln_attr to = kiln_attr_dtype("to", (kiln_dtype)g->nodes[like].dtype);
+    return kiln_build(g, KILN_OP_CAST, 1, &v, 1, &to);
+}
+
+/* torch.optim.AdamW, one parameter:
+ *   p  = p * (1 - lr*wd)
+ *   m  = beta1*m + (1-beta1)*grad
+ *   v  = beta2*v + (1-beta2)*grad^2
+ *   p  = p - (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps),  bc_i = 1 - beta_i^step */
+static kiln_status adamw_update(kiln_graph *g, const hparams *h, int32_t p, int32_t grad)
+{
+    kiln_value m = state_like(g, p, "exp_avg"), v = state_like(g, p, "exp_avg_sq");
+    if (m < 0) return (kiln_status)m;
+    if (v < 0) return (kiln_status)v;
+    kiln_value lr = as(g, h->lr, p), b1 = as(g, h->mom, p), b2 = as(g, h->beta2, p);
+    kiln_value wd = as(g, h->wd, p), eps = as(g, h->eps, p);
+    kiln_value bc1 = as(g, h->bc1, p), bc2s = as(g, h->bc2_sqrt, p);
+    kiln_value p1 = MUL(p, SUB(ONE(lr), MUL(lr, wd)));
+    kiln_value m1 = ADD(MUL(m, b1), MUL(grad, SUB(ONE(b1), b1)));
+    kiln_value v1 = ADD(MUL(v, b2), MUL(MUL(grad, grad), SUB(ONE(b2), b2)));
+    kiln_value denom = ADD(DIV(kiln_b1(g, KILN_OP_SQRT, v1), bc2s), eps);
+    kiln_value p2 = SUB(p1, MUL(DIV(lr, bc1), DIV(m1, denom)));
+    kiln_value r[3] = {assign(g, p, p2), assign(g, m, m1), assign(g, v, v1)};
+    for (int i = 0; i < 3; i++)
+        if (r[i] < 0) return (kiln_status)r[i];
+    return KILN_OK;
+}
+
+/* torch.optim.SGD (dampening 0), one parameter:
+ *   d = grad + wd*p;  buf = mom*buf + d;  d = nesterov ? d + mom*buf : buf;
+ *   p = p - lr*d.  (PyTorch's first step sets buf = d, which is the same
+ *   thing with buf starting at zero.) */
+static kiln_status sgd_update(kiln_graph *g, const hparams *h, int32_t p, int32_t grad,
+                              int nesterov)
+{
+    kiln_value buf = state_like(g, p, "momentum_buffer");
+    if (buf < 0) return (kiln_status)buf;
+    kiln_value lr = as(g, h->lr, p), mom = as(g, h->mom, p), wd = as(g, h->wd, p);
+    kiln_value d = ADD(grad, MUL(p, wd));
+    kiln_value b1 = ADD(MUL(buf, mom), d);
+    kiln_value step = nesterov ? ADD(d, MUL(b1, mom)) : b1;
+    kiln_value p1 = SUB(p, MUL(step, lr));
+    kiln_value r[2] = {assign(g, p, p1), assign(g, buf, b1)};
+    for (int i = 0; i < 2; i++)
+        if (r[i] < 0) return (kiln_status)r[i];
+    return KILN_OK;
+}
+
+static void after(const kiln_train_options *opt, const char *pass, const kiln_graph *g)
+{
+    if (opt && opt->after_pass) opt->after_pass(pass, g, opt->user);
+}
+
+static kiln_status run_pass(kiln_graph *g, const kiln_train_options *opt, const char *pass)
+{
+    kiln_status st = kiln_run_pass(g, pass);
+    if (!st) after(opt, pass, g);
+    return st;
+}
+
+/* Names gradient `grad` as the output "grad.<param>", through an identity
+ * copy when the node already carries another name. */
+static kiln_status name_grad(kiln_graph *g, int32_t param, int32_t *grad)
+{
+    char name[512];
+    snprintf(name, sizeof name, "grad.%s", g->nodes[param].name);
+    if (g->nodes[*grad].name || g->nodes[*grad].role != KILN_ROLE_NONE) {
+        kiln_attr s = kiln_attr_ints("shape", g->nodes[*grad].rank, g->nodes[*grad].shape);
+        int32_t copy = kiln_build(g, kiln_op_lookup("reshape"), 1, grad, 1, &s);
+        if (copy < 0) return (kiln_status)copy;
+        *grad = copy;
+    }
+    return kiln_set_output(g, *grad, name);
+}
+
+static kiln_status find_loss(kiln_graph *g, int32_t *loss)
+{
+    *loss = -1;
+    for (int32_t i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].role == KILN_ROLE_LOSS) {
+            if (*loss >= 0)
+                return kiln_errorf(g, KILN_ERR_INVALID, "graph '%s' has two losses (%%%d and "
+                                   "%%%d)", g->name, *loss, i);
+            *loss = i;
+        }
+    if (*loss < 0)
+        return kiln_errorf(g, KILN_ERR_INVALID, "graph '%s' has no loss: mark one with "
+                           "kiln_set_loss (in a model file: loss = ...)", g->name);
+    return KILN_OK;
+}
+
+static kiln_status build_train(kiln_graph *g, const kiln_train_options *opt)
+{
+    int32_t loss;
+    kiln_status st = find_loss(g, &loss);
+    if (st) return st;
+    int32_t np = 0;
+    for (int32_t i = 0; i < g->nnodes; i++) np += g->nodes[i].role == KILN_ROLE_PARAM;
+    if (np == 0)
+        return kiln_errorf(g, KILN_ERR_INVALID, "graph '%s' has no parameters to train",
+                           g->name);
+    int32_t *params = malloc((size_t)np * sizeof *params), *grads = malloc((size_t)np * sizeof *grads);
+    if (!params || !grads) {
+        free(params);
+        free(grads);
+        return kiln_errorf(g, KILN_ERR_NOMEM, "out of memory");
+    }
+    np = 0;
+    for (int32_t i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].role == KILN_ROLE_PARAM) params[np++] = i;
+    st = kiln_autodiff(g, loss, np, params, grads);
+    if (!st) st = kiln_verify_after(g, "autodiff");
+    if (!st) after(opt, "autodiff", g);
+    for (int32_t k = 0; k < np && !st && opt->keep_grads; k++) st = name_grad(g, params[k], &grads[k]);
+
+    kiln_dtype ht = KILN_F32;
+    hparams h;
+    memset(&h, -1, sizeof h);
+    if (!st) {
+        h.lr = hparam(g, "lr", ht);
+        h.mom = hparam(g, "mom", ht);
+        h.wd = hparam(g, "wd", ht);
+        if (opt->optimizer == KILN_OPT_ADAMW) {
+            h.beta2 = hparam(g, "beta2", ht);
+            h.eps = hparam(g, "eps", ht);
+            h.step = hparam(g, "step", ht);
+            /* bc1 = 1 - beta1^step, bc2 = 1 - beta2^step, as exp(step*log(beta)) */
+            kiln_value one = ONE(h.step);
+            h.bc1 = SUB(one, kiln_b1(g, KILN_OP_EXP, MUL(h.step, kiln_b1(g, KILN_OP_LOG, h.mom))));
+            h.bc2_sqrt = kiln_b1(g, KILN_OP_SQRT,
+                                 SUB(one, kiln_b1(g, KILN_OP_EXP,
+                                                  MUL(h.step, kiln_b1(g, KILN_OP_LOG, h.beta2)))));
+            if (h.bc2_sqrt < 0) st = (kiln_status)h.bc2_sqrt;
+            if (h.bc1 < 0) st = (kiln_status)h.bc1;
+        }
+        if (h.wd < 0) st = (kiln_status)h.wd;
+    }
+    for (int32_t k = 0; k < np && !st; k++)
+        st = opt->optimizer == KILN_OPT_ADAMW ? adamw_update(g, &h, params[k], grads[k])
+                                              : sgd_update(g, &h, params[k], grads[k], opt->nesterov);
+    if (!st) st = kiln_verify_after(g, "optimizer");
+    if (!st) after(opt, "optimizer", g);
+    free(params);
+    free(grads);
+    return st;
+}
+
+/* Runs build(g) on a copy of forward and hands the copy out (its error is
+ * copied to forward's message on failure: forward is the caller's handle). */
+static kiln_status assemble(const kiln_graph *forward, const kiln_train_options *opt,
+                            kiln_graph **out, bool train)
+{
+    *out = NULL;
+    kiln_graph *g = kiln_graph_clone(forward);
+    if (!g) return KILN_ERR_NOMEM;
+    kiln_status st = train ? build_train(g, opt) : KILN_OK;
+    if (!st) st = run_pass(g, opt, "cse");
+    if (!st) st = run_pass(g, opt, "dce");
+    if (st) {
+        /* The message goes on the caller's handle; only its error text changes. */
+        kiln_errorf((kiln_graph *)forward, st, "%s", g->err);
+        kiln_graph_free(g);
+        return st;
+    }
+    *out = g;
+    return KILN_OK;
+}
+
+kiln_status kiln_train_program(const kiln_graph *forward, const kiln_train_options *opt,
+                               kiln_graph **out)
+{
+    if (!forward || !out) return KILN_ERR_INVALID;
+    kiln_train_options d = kiln_train_defaults();
+    return assemble(forward, opt ? opt : &d, out, true);
+}
+
+kiln_status kiln_eval_program(const kiln_graph *forward, kiln_graph **out)
+{
+    if (!forward || !out) return KILN_ERR_INVALID;
+    kiln_train_options d = kiln_train_defaults();
+    return assemble(forward, &d, out, false);
+}
