@@ -540,6 +540,7 @@ kiln_value kiln_b_sum_to(kiln_graph *g, kiln_value v, int rank, const int64_t *s
         r = kiln_build(g, kiln_op_lookup("reduce_sum"), 1, &r, 2, at);
     }
     if (r < 0) return r;
+    if (lead == 0) return r; /* keepdims already left the target shape */
     kiln_attr s = kiln_attr_ints("shape", rank, shape);
     return kiln_build(g, kiln_op_lookup("reshape"), 1, &r, 1, &s);
 }

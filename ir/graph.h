@@ -20,7 +20,7 @@
 
 #define KILN_MAX_ATTRS 4
 #define KILN_MAX_ATTR_INTS KILN_MAX_RANK
-#define KILN_ATTR_NAME_MAX 12
+#define KILN_ATTR_NAME_MAX 16
 
 typedef enum kiln_attr_kind {
     KILN_ATTR_INT,   /* i[0] */

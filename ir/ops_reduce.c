@@ -113,7 +113,8 @@ static kiln_status norm_axis_attr(kiln_graph *g, kiln_node *n, const kiln_node *
 {
     kiln_attr *a = kiln_node_attr_mut(n, "axis");
     char t[128];
-    if (!a) return kiln_errorf(g, KILN_ERR_INTERNAL, "%s: no 'axis' attribute", kiln_ops[n->op].name);
+    if (!a)
+        return kiln_errorf(g, KILN_ERR_INTERNAL, "%s: no 'axis' attribute", kiln_ops[n->op].name);
     int64_t axis = a->i[0];
     if (!kiln_norm_axis(&axis, x->rank))
         return kiln_errorf(g, KILN_ERR_SHAPE, "%s: axis %lld is out of range for %s (rank %d)",

@@ -193,6 +193,7 @@ ParameterizedTest(int *ip, ops, gradient)
         while (leaves[li] != wrt[k]) li++;
         int64_t n = counts[li];
         double *analytic = malloc((size_t)(n ? n : 1) * sizeof(double));
+        loss_of(it, loss); /* the previous input's probes left stale values */
         memcpy(analytic, kiln_interp_value(it, grads[k]), (size_t)n * sizeof(double));
         double maxerr = 0, maxref = 0;
         for (int64_t e = 0; e < n; e++) {

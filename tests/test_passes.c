@@ -184,7 +184,7 @@ Test(train, adamw_lowers_loss)
     kiln_interp_set_by_name(it, "fc2.weight", w2, 18);
     kiln_interp_set_by_name(it, "fc1.bias", b1, 6);
     kiln_interp_set_by_name(it, "fc2.bias", b2, 3);
-    double hp[][1] = {{1e-2}, {0.9}, {0.99}, {1e-5}, {1e-2}};
+    double hp[][1] = {{5e-2}, {0.9}, {0.99}, {1e-5}, {1e-2}};
     const char *hn[] = {"lr", "mom", "beta2", "eps", "wd"};
     for (int i = 0; i < 5; i++)
         cr_assert_eq(kiln_interp_set_by_name(it, hn[i], hp[i], 1), KILN_OK, "%s",

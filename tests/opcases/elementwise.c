@@ -77,8 +77,11 @@ const op_case kiln_opcases_elementwise[] = {
     {"pow_cube", "pow", 1, {T23}, 1, {"exponent=3"}, pow3, 6, false},
     {"pow_half", "pow", 1, {P23}, 1, {"exponent=0.5"}, powh, 6, true},
     {"pow_half_grad", "pow", 1, {RP23}, 1, {"exponent=0.5"}, NULL, 0, false},
-    UN("relu", "relu", T23, relu6),
-    {"leaky_relu", "leaky_relu", 1, {T23}, 1, {"slope=0.1"}, lrelu6, 6, false},
+    /* the fixed data holds 0, relu's kink: gradients are checked on random data */
+    {"relu", "relu", 1, {T23}, 0, {0}, relu6, 6, true},
+    {"relu_grad", "relu", 1, {R23}, 0, {0}, NULL, 0, false},
+    {"leaky_relu", "leaky_relu", 1, {T23}, 1, {"slope=0.1"}, lrelu6, 6, true},
+    {"leaky_relu_grad", "leaky_relu", 1, {R23}, 1, {"slope=0.1"}, NULL, 0, false},
     UN("sigmoid", "sigmoid", T23, sig6),
     UN("tanh", "tanh", T23, tanh6),
     UN("gelu", "gelu", T23, gelu6),
