@@ -6,7 +6,8 @@
  * file is bounds-checked: a malformed or truncated file is KILN_ERR_CORRUPT,
  * a well-formed file kiln cannot represent (fortran_order, a structured or
  * other dtype, rank above KILN_MAX_RANK, a newer format) is
- * KILN_ERR_UNSUPPORTED, and a file that cannot be opened or read is
+ * KILN_ERR_UNSUPPORTED (fortran_order is accepted for rank 0 and 1, where it
+ * changes nothing), and a file that cannot be opened or read is
  * KILN_ERR_IO. The message written to err always starts with the path.
  *
  * The writer emits version 1.0 with a little-endian descr, as numpy.save
