@@ -12,7 +12,10 @@
  *   }
  *
  * Ids are node indices. Attributes print in the order the node stores them
- * (its op's schema order); the braces are left out when the op has none. The
+ * (its op's schema order); the braces are left out when the op has none, and
+ * for an `input` leaf whose attributes all have their default values (so
+ * data inputs read `input() : f32[64,784] input "x"`; a parameter keeps its
+ * init and scale). The
  * role prints unless it is none, the name when there is one, the location
  * when it is known. Floats print with 17 significant digits (always with a
  * '.', an exponent, "inf" or "nan", so they read back as floats) and NaNs
@@ -163,6 +166,37 @@ static void put_attr(sbuf *b, const kiln_attr *a)
     }
 }
 
+/* Whether a equals the default that `schema` ("name:kind=default ...") gives
+ * it; false when it has none. Floats compare bit for bit (-0.0 is not 0.0). */
+static bool attr_is_default(const char *schema, const kiln_attr *a)
+{
+    size_t nlen = strnlen(a->name, KILN_ATTR_NAME_MAX);
+    for (const char *p = schema; *p;) {
+        while (*p == ' ') p++;
+        size_t len = strcspn(p, " ");
+        const char *colon = memchr(p, ':', len), *eq = memchr(p, '=', len);
+        if (colon && eq && (size_t)(colon - p) == nlen && !strncmp(p, a->name, nlen)) {
+            char def[64];
+            size_t dlen = (size_t)(p + len - (eq + 1));
+            if (dlen >= sizeof def) return false;
+            memcpy(def, eq + 1, dlen);
+            def[dlen] = 0;
+            switch (a->kind) {
+            case KILN_ATTR_INT: return a->i[0] == strtoll(def, NULL, 10);
+            case KILN_ATTR_FLOAT: {
+                double d = strtod(def, NULL);
+                return memcmp(&d, &a->f, sizeof d) == 0;
+            }
+            case KILN_ATTR_INTS: return a->n == 0;
+            case KILN_ATTR_DTYPE: return !strcmp(def, kiln_dtype_name((kiln_dtype)a->i[0]));
+            default: return false;
+            }
+        }
+        p += len;
+    }
+    return false;
+}
+
 static void put_node(sbuf *b, const kiln_graph *g, int32_t id)
 {
     const kiln_node *n = &g->nodes[id];
@@ -176,7 +210,10 @@ static void put_node(sbuf *b, const kiln_graph *g, int32_t id)
         sb_printf(b, i ? ", %%%d" : "%%%d", n->inputs[i]);
     sb_putc(b, ')');
     int nattrs = n->nattrs < 0 ? 0 : n->nattrs > KILN_MAX_ATTRS ? KILN_MAX_ATTRS : n->nattrs;
-    if (nattrs) {
+    bool all_default = n->op == KILN_OP_INPUT;
+    for (int i = 0; i < nattrs && all_default; i++)
+        all_default = attr_is_default(kiln_ops[n->op].attrs, &n->attrs[i]);
+    if (nattrs && !all_default) {
         sb_puts(b, " {");
         for (int i = 0; i < nattrs; i++) {
             if (i) sb_puts(b, ", ");
