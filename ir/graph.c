@@ -270,14 +270,6 @@ bool kiln_attr_equal(const kiln_attr *a, const kiln_attr *b)
     }
 }
 
-/* One entry of an op's attribute schema. */
-typedef struct schema_attr {
-    char name[KILN_ATTR_NAME_MAX];
-    kiln_attr_kind kind;
-    bool has_default;
-    kiln_attr def;
-} schema_attr;
-
 static int parse_dtype_name(const char *s, size_t len)
 {
     for (int t = 0; t < KILN_DTYPE_COUNT; t++)
@@ -285,20 +277,20 @@ static int parse_dtype_name(const char *s, size_t len)
     return -1;
 }
 
-/* Parses "name:kind[=default] ..." into out; returns the count (-1 on a
- * malformed schema, which is a registry bug). */
-static int parse_schema(const char *schema, schema_attr *out, int max)
+/* Parses the registry row's "name:kind[=default] ..." into out. */
+int kiln_op_schema(int op, kiln_schema_attr *out, int max)
 {
+    if (op < 0 || op >= KILN_OP_COUNT) return -1;
     int n = 0;
-    const char *p = schema;
+    const char *p = kiln_ops[op].attrs;
     while (*p) {
         while (*p == ' ') p++;
         if (!*p) break;
         if (n == max) return -1;
-        schema_attr *s = &out[n];
+        kiln_schema_attr *s = &out[n];
         memset(s, 0, sizeof *s);
         const char *colon = strchr(p, ':');
-        if (!colon || colon - p >= KILN_ATTR_NAME_MAX) return -1;
+        if (!colon || colon == p || colon - p >= KILN_ATTR_NAME_MAX) return -1;
         memcpy(s->name, p, (size_t)(colon - p));
         const char *k = colon + 1;
         size_t klen = strcspn(k, "= ");
@@ -343,8 +335,8 @@ static kiln_status apply_schema(kiln_graph *g, kiln_node *n, int op, int nattrs,
                                 const kiln_attr *attrs)
 {
     const kiln_op_info *info = &kiln_ops[op];
-    schema_attr sch[KILN_MAX_ATTRS];
-    int ns = parse_schema(info->attrs, sch, KILN_MAX_ATTRS);
+    kiln_schema_attr sch[KILN_MAX_ATTRS];
+    int ns = kiln_op_schema(op, sch, KILN_MAX_ATTRS);
     if (ns < 0)
         return kiln_errorf(g, KILN_ERR_INTERNAL, "op '%s' has a malformed attribute schema",
                            info->name);

@@ -133,6 +133,12 @@ bool kiln_index_next(int rank, const int64_t *shape, int64_t *idx);
 /* Normalises a possibly negative axis; false if out of range. */
 bool kiln_norm_axis(int64_t *axis, int rank);
 
+/* ---- verification ---- */
+/* kiln_graph_verify (ir/verify.c), also giving the node at fault: *bad_node
+ * (when not NULL) is set to that node's id on failure, or -1 when the failure
+ * is not a node's (a malformed graph) or on success. */
+kiln_status kiln_graph_verify_at(kiln_graph *g, int32_t *bad_node);
+
 /* ---- graph surgery (for passes) ---- */
 /* Keeps the nodes with keep[i] true, renumbering inputs through remap (a
  * node's input j becomes remap[j] before renumbering; remap may be NULL for

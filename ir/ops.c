@@ -4,9 +4,9 @@
 #include <string.h>
 
 const kiln_op_info kiln_ops[KILN_OP_COUNT] = {
-#define KILN_OP(ID, nm, ar, fu, at, sh, gr, rf, co)                                            \
+#define KILN_OP(ID, nm, ar, fu, at, sh, gr, rf, co, sc, lo)                                    \
     [KILN_OP_##ID] = {.name = nm, .arity = ar, .fusion = fu, .attrs = at, .shape = sh,         \
-                      .grad = gr, .ref = rf, .cost = co},
+                      .grad = gr, .ref = rf, .cost = co, .scalar = sc, .lower = lo},
 #include "ir/ops.def"
 #undef KILN_OP
 };

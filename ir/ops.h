@@ -9,6 +9,7 @@
 #define KILN_IR_OPS_H
 
 #include "ir/graph.h"
+#include "ir/kernel.h"
 
 typedef enum kiln_fusion {
     KILN_FUSE_LEAF,        /* no computation: inputs, parameters, constants */
@@ -53,16 +54,36 @@ typedef struct kiln_op_info {
     kiln_grad_fn grad; /* kiln_nograd: no gradient rule */
     kiln_ref_fn ref;
     kiln_cost_fn cost; /* kiln_cost_default: one flop an element */
+    /* The op on scalar expressions (pointwise ops; kiln_noscalar otherwise):
+     * returns the kernel-IR expression of one output element given its
+     * inputs' elements in[]. */
+    int32_t (*scalar)(kiln_kb *kb, const kiln_node *n, const int32_t *in);
+    /* Builds the node's kernel (codegen/lower_<family>.c;
+     * kiln_lower_pointwise for pointwise ops, kiln_lower_none for leaves). */
+    kiln_status (*lower)(kiln_kb *kb, const kiln_graph *g, int32_t node);
 } kiln_op_info;
 
 typedef enum kiln_op_id {
-#define KILN_OP(ID, name, arity, fusion, attrs, shape, grad, ref, cost) KILN_OP_##ID,
+#define KILN_OP(ID, name, arity, fusion, attrs, shape, grad, ref, cost, scalar, lower) KILN_OP_##ID,
 #include "ir/ops.def"
 #undef KILN_OP
     KILN_OP_COUNT
 } kiln_op_id;
 
 extern const kiln_op_info kiln_ops[KILN_OP_COUNT];
+
+/* One entry of an op's attribute schema (kiln_op_info.attrs). def is the
+ * default, built as kiln_attr_int / _float / _ints / _dtype would, when
+ * has_default; an ints default is always the empty list. */
+typedef struct kiln_schema_attr {
+    char name[KILN_ATTR_NAME_MAX];
+    kiln_attr_kind kind;
+    bool has_default;
+    kiln_attr def;
+} kiln_schema_attr;
+
+/* Reads op's attribute schema into out (at most max entries); returns the count, or -1 if the registry row is malformed. */
+int kiln_op_schema(int op, kiln_schema_attr *out, int max);
 
 /* The op id of a registry name, or -1. */
 int kiln_op_lookup(const char *name);
@@ -75,7 +96,9 @@ void kiln_cost_default(const kiln_graph *g, const kiln_node *n, double *flops, d
 kiln_status kiln_nograd(kiln_graph *g, int32_t node, int32_t dy, int32_t *dx);
 
 /* The registry's function declarations, generated from the table. */
-#define KILN_OP(ID, name, arity, fusion, attrs, shape, grad, ref, cost)                        \
+#define KILN_OP(ID, name, arity, fusion, attrs, shape, grad, ref, cost, scalar, lower)        \
+    int32_t scalar(kiln_kb *, const kiln_node *, const int32_t *);                             \
+    kiln_status lower(kiln_kb *, const kiln_graph *, int32_t);                                 \
     kiln_status shape(kiln_graph *, kiln_node *);                                              \
     kiln_status grad(kiln_graph *, int32_t, int32_t, int32_t *);                               \
     kiln_status ref(kiln_graph *, const kiln_node *, const double *const *, double *);         \

@@ -33,9 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ir/verify.c: kiln_graph_verify that also reports the node at fault. */
-kiln_status kiln_graph_verify_at(kiln_graph *g, int32_t *bad);
-
 typedef enum tkind { T_EOF, T_IDENT, T_NUM, T_VALUE, T_STRING, T_PUNCT } tkind;
 
 /* A spot in the text: 1-based line and column, and where its line starts. */

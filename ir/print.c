@@ -166,33 +166,27 @@ static void put_attr(sbuf *b, const kiln_attr *a)
     }
 }
 
-/* Whether a equals the default that `schema` ("name:kind=default ...") gives
- * it; false when it has none. Floats compare bit for bit (-0.0 is not 0.0). */
-static bool attr_is_default(const char *schema, const kiln_attr *a)
+/* Whether a equals the default that op's schema gives it; false when it has
+ * none (or a's kind is not the schema's). Floats compare bit for bit (-0.0 is
+ * not 0.0). */
+static bool attr_is_default(int op, const kiln_attr *a)
 {
-    size_t nlen = strnlen(a->name, KILN_ATTR_NAME_MAX);
-    for (const char *p = schema; *p;) {
-        while (*p == ' ') p++;
-        size_t len = strcspn(p, " ");
-        const char *colon = memchr(p, ':', len), *eq = memchr(p, '=', len);
-        if (colon && eq && (size_t)(colon - p) == nlen && !strncmp(p, a->name, nlen)) {
-            char def[64];
-            size_t dlen = (size_t)(p + len - (eq + 1));
-            if (dlen >= sizeof def) return false;
-            memcpy(def, eq + 1, dlen);
-            def[dlen] = 0;
-            switch (a->kind) {
-            case KILN_ATTR_INT: return a->i[0] == strtoll(def, NULL, 10);
-            case KILN_ATTR_FLOAT: {
-                double d = strtod(def, NULL);
-                return memcmp(&d, &a->f, sizeof d) == 0;
-            }
-            case KILN_ATTR_INTS: return a->n == 0;
-            case KILN_ATTR_DTYPE: return !strcmp(def, kiln_dtype_name((kiln_dtype)a->i[0]));
-            default: return false;
-            }
+    kiln_schema_attr sch[KILN_MAX_ATTRS];
+    int ns = kiln_op_schema(op, sch, KILN_MAX_ATTRS);
+    for (int s = 0; s < ns; s++) {
+        const kiln_attr *d = &sch[s].def;
+        if (!sch[s].has_default || strncmp(sch[s].name, a->name, KILN_ATTR_NAME_MAX) != 0)
+            continue;
+        if (a->kind != sch[s].kind) return false;
+        switch (a->kind) {
+        case KILN_ATTR_INT: return a->i[0] == d->i[0];
+        case KILN_ATTR_FLOAT: return memcmp(&d->f, &a->f, sizeof d->f) == 0;
+        case KILN_ATTR_INTS: return a->n == d->n;
+        case KILN_ATTR_DTYPE:
+            return !strcmp(kiln_dtype_name((kiln_dtype)d->i[0]),
+                           kiln_dtype_name((kiln_dtype)a->i[0]));
+        default: return false;
         }
-        p += len;
     }
     return false;
 }
@@ -212,7 +206,7 @@ static void put_node(sbuf *b, const kiln_graph *g, int32_t id)
     int nattrs = n->nattrs < 0 ? 0 : n->nattrs > KILN_MAX_ATTRS ? KILN_MAX_ATTRS : n->nattrs;
     bool all_default = n->op == KILN_OP_INPUT;
     for (int i = 0; i < nattrs && all_default; i++)
-        all_default = attr_is_default(kiln_ops[n->op].attrs, &n->attrs[i]);
+        all_default = attr_is_default(n->op, &n->attrs[i]);
     if (nattrs && !all_default) {
         sb_puts(b, " {");
         for (int i = 0; i < nattrs; i++) {

@@ -35,40 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-kiln_status kiln_graph_verify_at(kiln_graph *g, int32_t *bad);
-
-/* One entry of an op's attribute schema: only what the verifier checks. */
-typedef struct vschema {
-    char name[KILN_ATTR_NAME_MAX];
-    int kind;
-} vschema;
-
-/* Parses "name:kind[=default] ..."; the count, or -1 when malformed. */
-static int read_schema(const char *s, vschema *out, int max)
-{
-    int n = 0;
-    while (*s) {
-        while (*s == ' ') s++;
-        if (!*s) break;
-        if (n == max) return -1;
-        const char *colon = strchr(s, ':');
-        if (!colon || colon == s || colon - s >= KILN_ATTR_NAME_MAX) return -1;
-        memset(&out[n], 0, sizeof out[n]);
-        memcpy(out[n].name, s, (size_t)(colon - s));
-        const char *k = colon + 1;
-        size_t klen = strcspn(k, "= ");
-        if (klen == 3 && !strncmp(k, "int", 3)) out[n].kind = KILN_ATTR_INT;
-        else if (klen == 5 && !strncmp(k, "float", 5)) out[n].kind = KILN_ATTR_FLOAT;
-        else if (klen == 4 && !strncmp(k, "ints", 4)) out[n].kind = KILN_ATTR_INTS;
-        else if (klen == 5 && !strncmp(k, "dtype", 5)) out[n].kind = KILN_ATTR_DTYPE;
-        else return -1;
-        s = k + klen;
-        s += strcspn(s, " "); /* the default, if any */
-        n++;
-    }
-    return n;
-}
-
 static const char *kind_str(int kind)
 {
     switch (kind) {
@@ -160,8 +126,8 @@ static kiln_status check_structure(kiln_graph *g, int32_t id)
             return fail(g, id, KILN_ERR_INVALID, "input %d is %%%d, which is not an earlier node",
                         i, n->inputs[i]);
 
-    vschema sch[KILN_MAX_ATTRS];
-    int ns = read_schema(info->attrs, sch, KILN_MAX_ATTRS);
+    kiln_schema_attr sch[KILN_MAX_ATTRS];
+    int ns = kiln_op_schema(n->op, sch, KILN_MAX_ATTRS);
     if (ns < 0)
         return fail(g, id, KILN_ERR_INTERNAL, "op '%s' has a malformed attribute schema",
                     info->name);

@@ -273,6 +273,9 @@ kiln_status kiln_interp_run(kiln_interp *it);
 const double *kiln_interp_value(const kiln_interp *it, kiln_value v);
 const double *kiln_interp_value_by_name(const kiln_interp *it, const char *name);
 
+#include "kiln/program.h"
+#include "kiln/data.h"
+
 #ifdef __cplusplus
 }
 #endif

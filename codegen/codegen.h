@@ -1,0 +1,88 @@
+/* codegen/codegen.h — the contract between program assembly
+ * (runtime/program.c), the C emitter (codegen/emit_c.c) and the compile-and-
+ * load driver (codegen/cc.c).
+ *
+ * A compiled program has three memories, each one allocation owned by the
+ * runtime: P (parameters), S (optimizer state) and A (the activation arena,
+ * which also holds inputs, targets, hyperparameters and returned values at
+ * fixed offsets shared by every entry point). Each entry point is a graph
+ * (train, eval, forward) whose every node has a place: a memory and a byte
+ * offset (64-byte aligned). The emitter writes one C translation unit:
+ *
+ *   // kernel k12_matmul: matmul(f32[64,784], f32[512,784]) -> f32[64,512]
+ *   static int k12_matmul(const float *restrict b0, const float *restrict b1,
+ *                         float *restrict b2) { ...loops...; return 0; }
+ *   ...
+ *   int kiln_train_step(char *restrict P, char *restrict S, char *restrict A)
+ *   {
+ *       int rc;
+ *       if ((rc = k12_matmul((const float *)(A + 0), (const float *)(P + 0),
+ *                            (float *)(A + 200704)))) return kiln_fail(12, rc);
+ *       ...
+ *       return 0;
+ *   }
+ *
+ * An entry returns 0, or a positive code: (kernel index in the entry) * 8 +
+ * check code, which kiln_plan_error_message turns into the kernel's check
+ * message. Buffers a kernel both reads and writes are not `restrict`.
+ */
+#ifndef KILN_CODEGEN_CODEGEN_H
+#define KILN_CODEGEN_CODEGEN_H
+
+#include "ir/kernel.h"
+
+typedef enum kiln_space { KILN_SPACE_NONE, KILN_SPACE_P, KILN_SPACE_S, KILN_SPACE_A } kiln_space;
+
+typedef struct kiln_place {
+    uint8_t space; /* kiln_space; NONE for nodes without storage (consts inlined) */
+    int64_t offset; /* bytes into that memory */
+} kiln_place;
+
+typedef struct kiln_plan_entry {
+    const char *name;      /* "train_step", "eval_step", "forward": C symbol kiln_<name> */
+    const kiln_graph *g;   /* the entry's graph */
+    kiln_place *place;     /* per node of g */
+    kiln_kernel **kernels; /* in execution order */
+    int32_t nkernels;
+} kiln_plan_entry;
+
+typedef struct kiln_plan {
+    kiln_plan_entry *entries;
+    int nentries;
+    size_t p_bytes, s_bytes, a_bytes;
+} kiln_plan;
+
+/* Writes the translation unit of a plan; a malloc'd string (NULL when out of
+ * memory). The source is deterministic: the same plan gives the same bytes. */
+char *kiln_emit_c_source(const kiln_plan *plan);
+
+/* The message for an entry's failure code rc (> 0): "kernel k12_cross_entropy
+ * (cross_entropy at model.kiln:9:8): a label is outside [0, C)". */
+void kiln_plan_error_message(const kiln_plan_entry *e, int rc, char *buf, size_t len);
+
+/* ---- compile and load (codegen/cc.c) ---- */
+
+typedef struct kiln_so kiln_so; /* a loaded shared object */
+
+typedef struct kiln_cc_options {
+    const char *cc;        /* NULL: $CC, else "cc" */
+    const char *cache_dir; /* NULL: $XDG_CACHE_HOME/kiln, else $HOME/.cache/kiln */
+    int verbose;
+} kiln_cc_options;
+
+/* Compiles `source` with `<cc> -O3 -march=native -fPIC -shared` into a shared
+ * object in the cache directory, keyed by a hash of the source, the compiler
+ * and the flags (written to a temporary name and renamed, so processes can
+ * share the cache), and dlopens it. A cache hit skips the compiler. On
+ * failure *err (caller frees) says why: compiler not found (naming it and
+ * $CC), compile errors (quoting the compiler's output and naming the kept
+ * source file), dlopen errors. *cached tells whether it was a cache hit. */
+kiln_status kiln_cc_load(const char *source, const kiln_cc_options *opt, kiln_so **out,
+                         int *cached, double *seconds, char **err);
+/* The address of a symbol, or NULL. */
+void *kiln_so_sym(kiln_so *so, const char *name);
+void kiln_so_close(kiln_so *so);
+
+typedef int (*kiln_entry_fn)(char *P, char *S, char *A);
+
+#endif

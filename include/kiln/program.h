@@ -1,0 +1,94 @@
+/* kiln/program.h — compiled programs: a forward graph compiled into entry
+ * points (train_step, eval_step, forward) over three allocations
+ * (parameters, optimizer state, activation arena). Included by kiln/kiln.h.
+ *
+ * A program exposes named tensors: the graph's inputs and targets, its
+ * parameters (linear0.weight, ...), optimizer state (linear0.weight.exp_avg),
+ * hyperparameters (lr, mom, beta2, eps, wd, step), and what the entry points
+ * return: the loss ("loss"), metric partials (e.g. "accuracy": the count of
+ * correct samples in the batch) and outputs. Their storage is owned by the
+ * program and stays at the same address for the program's life; no entry
+ * point allocates.
+ */
+#ifndef KILN_PROGRAM_H
+#define KILN_PROGRAM_H
+
+#ifndef KILN_KILN_H
+#error "include <kiln/kiln.h>"
+#endif
+
+typedef struct kiln_program kiln_program;
+
+typedef enum kiln_backend {
+    KILN_BACKEND_C,   /* generated C, compiled by the system C compiler, dlopen'd */
+    KILN_BACKEND_REF, /* the reference interpreter (slow; the oracle) */
+} kiln_backend;
+
+typedef struct kiln_compile_options {
+    kiln_backend backend;     /* default KILN_BACKEND_C */
+    kiln_train_options train; /* the optimizer of train_step */
+    const char *cc;           /* C compiler; NULL: $CC, else "cc" */
+    const char *cache_dir;    /* NULL: $XDG_CACHE_HOME/kiln, else ~/.cache/kiln */
+    int verbose;              /* print the compiler command and timings to stderr */
+} kiln_compile_options;
+
+kiln_compile_options kiln_compile_defaults(void);
+
+/* Compiles a forward graph: train_step (when it has a loss and parameters),
+ * eval_step (when it has a loss) and forward (its outputs, or else its loss
+ * and metrics). Parameters start at zero: call kiln_program_init_params.
+ * On failure *out is NULL and *err (caller frees; may be NULL) says what
+ * failed: a C compile failure quotes the compiler's message and names the
+ * kept source file. */
+kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *opt,
+                         kiln_program **out, char **err);
+void kiln_program_free(kiln_program *p);
+const char *kiln_program_error(const kiln_program *p);
+
+/* Runs an entry point: "train_step", "eval_step" or "forward". */
+kiln_status kiln_program_run(kiln_program *p, const char *entry);
+/* Whether the program has that entry point. */
+int kiln_program_has_entry(const kiln_program *p, const char *entry);
+
+typedef struct kiln_tensor_info {
+    const char *name; /* owned by the program */
+    kiln_role role;
+    kiln_dtype dtype;
+    int rank;
+    int64_t shape[KILN_MAX_RANK];
+    size_t bytes;
+} kiln_tensor_info;
+
+/* The program's named tensors, i in [0, kiln_program_num_tensors). */
+int kiln_program_num_tensors(const kiln_program *p);
+kiln_status kiln_program_tensor(const kiln_program *p, int i, kiln_tensor_info *info);
+/* Storage of a named tensor (read and write), or NULL when there is none. */
+void *kiln_program_data(kiln_program *p, const char *name, kiln_tensor_info *info);
+/* Copies bytes into / out of a named tensor; the size must match exactly. */
+kiln_status kiln_program_set(kiln_program *p, const char *name, const void *data, size_t bytes);
+kiln_status kiln_program_get(kiln_program *p, const char *name, void *data, size_t bytes);
+/* Sets a scalar hyperparameter (f32) by name; KILN_ERR_NOT_FOUND if absent. */
+kiln_status kiln_program_set_hparam(kiln_program *p, const char *name, double v);
+
+/* Initialises every parameter from its recorded initialisation with a seeded
+ * generator (same seed, same weights) and zeroes the optimizer state. */
+kiln_status kiln_program_init_params(kiln_program *p, uint64_t seed);
+/* Zeroes the optimizer state only. */
+kiln_status kiln_program_reset_state(kiln_program *p);
+
+typedef struct kiln_program_stats {
+    size_t param_bytes, state_bytes, arena_bytes;
+    int64_t num_params;           /* trainable scalars */
+    double train_flops;           /* per train_step */
+    double compile_seconds;       /* cold or cached compile */
+    int cached;                   /* the shared object came from the disk cache */
+    int num_kernels;              /* in train_step */
+} kiln_program_stats;
+
+kiln_status kiln_program_stats_get(const kiln_program *p, kiln_program_stats *s);
+
+/* The generated C translation unit of a graph (what --emit c prints);
+ * a malloc'd string the caller frees, NULL on failure with *err set. */
+char *kiln_emit_c(const kiln_graph *forward, const kiln_compile_options *opt, char **err);
+
+#endif

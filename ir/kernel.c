@@ -1,0 +1,438 @@
+/* ir/kernel.c — kernel IR storage, the kiln_kb builder that lowering rules
+ * use, the generic pointwise lowering, and a debug printer. */
+#include "ir/kernel.h"
+#include "ir/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define KB_MAX_DEPTH 16
+
+struct kiln_kb {
+    const kiln_graph *g;
+    int32_t node;
+    kiln_kernel *k;
+    kiln_status st;
+    char err[512];
+    /* open loops: the loop statement, and the last statement of its body */
+    int32_t loop[KB_MAX_DEPTH], last[KB_MAX_DEPTH + 1];
+    int depth;
+};
+
+void kiln_kernel_free(kiln_kernel *k)
+{
+    if (!k) return;
+    free(k->bufs);
+    free(k->exprs);
+    free(k->stmts);
+    free(k->local_dtype);
+    free(k);
+}
+
+static int32_t fail(kiln_kb *kb, kiln_status st, const char *msg)
+{
+    if (!kb->st) {
+        kb->st = st;
+        snprintf(kb->err, sizeof kb->err, "%s", msg);
+    }
+    return st;
+}
+
+kiln_status kiln_kb_status(const kiln_kb *kb) { return kb->st; }
+const kiln_graph *kiln_kb_graph(const kiln_kb *kb) { return kb->g; }
+int32_t kiln_kb_node(const kiln_kb *kb) { return kb->node; }
+
+int32_t kiln_kb_buf(kiln_kb *kb, int32_t node)
+{
+    if (node < 0 || node >= kb->g->nnodes) return fail(kb, KILN_ERR_INTERNAL, "bad buffer node");
+    kiln_kernel *k = kb->k;
+    for (int32_t i = 0; i < k->nbufs; i++)
+        if (k->bufs[i].node == node) return i;
+    kiln_kbuf *nb = realloc(k->bufs, (size_t)(k->nbufs + 1) * sizeof *nb);
+    if (!nb) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+    k->bufs = nb;
+    const kiln_node *n = &kb->g->nodes[node];
+    kiln_kbuf *b = &k->bufs[k->nbufs];
+    memset(b, 0, sizeof *b);
+    b->node = node;
+    b->dtype = n->dtype;
+    b->rank = n->rank;
+    memcpy(b->shape, n->shape, sizeof b->shape);
+    return k->nbufs++;
+}
+
+int32_t kiln_kb_out(kiln_kb *kb) { return kiln_kb_buf(kb, kb->node); }
+
+int32_t kiln_kb_in(kiln_kb *kb, int k)
+{
+    const kiln_node *n = &kb->g->nodes[kb->node];
+    if (k < 0 || k >= n->ninputs) return fail(kb, KILN_ERR_INTERNAL, "bad input index");
+    return kiln_kb_buf(kb, n->inputs[k]);
+}
+
+static int32_t new_expr(kiln_kb *kb, kiln_kexpr e)
+{
+    if (kb->st) return kb->st;
+    kiln_kernel *k = kb->k;
+    if (k->nexprs == k->cap_exprs) {
+        int32_t cap = k->cap_exprs ? k->cap_exprs * 2 : 64;
+        kiln_kexpr *ne = realloc(k->exprs, (size_t)cap * sizeof *ne);
+        if (!ne) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+        k->exprs = ne;
+        k->cap_exprs = cap;
+    }
+    k->exprs[k->nexprs] = e;
+    return k->nexprs++;
+}
+
+static int32_t new_stmt(kiln_kb *kb, kiln_kstmt s)
+{
+    if (kb->st) return kb->st;
+    kiln_kernel *k = kb->k;
+    if (k->nstmts == k->cap_stmts) {
+        int32_t cap = k->cap_stmts ? k->cap_stmts * 2 : 32;
+        kiln_kstmt *ns = realloc(k->stmts, (size_t)cap * sizeof *ns);
+        if (!ns) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+        k->stmts = ns;
+        k->cap_stmts = cap;
+    }
+    s.body = -1;
+    s.next = -1;
+    int32_t id = k->nstmts++;
+    k->stmts[id] = s;
+    /* link into the innermost open list */
+    int32_t prev = kb->last[kb->depth];
+    if (prev >= 0) k->stmts[prev].next = id;
+    else if (kb->depth == 0) k->body = id;
+    else k->stmts[kb->loop[kb->depth - 1]].body = id;
+    kb->last[kb->depth] = id;
+    return id;
+}
+
+int32_t kiln_kb_loop(kiln_kb *kb, int64_t extent)
+{
+    if (kb->depth == KB_MAX_DEPTH) return fail(kb, KILN_ERR_UNSUPPORTED, "loops nested too deep");
+    kiln_kstmt s = {.kind = KS_LOOP, .extent = extent, .var = kb->k->nvars};
+    int32_t id = new_stmt(kb, s);
+    if (id < 0) return id;
+    kb->k->nvars++;
+    kb->loop[kb->depth++] = id;
+    kb->last[kb->depth] = -1;
+    return kb->k->stmts[id].var;
+}
+
+void kiln_kb_end(kiln_kb *kb)
+{
+    if (kb->depth == 0) {
+        fail(kb, KILN_ERR_INTERNAL, "kiln_kb_end without a loop");
+        return;
+    }
+    kb->depth--;
+}
+
+static bool bad_operand(kiln_kb *kb, int32_t e)
+{
+    if (e < 0) {
+        if (!kb->st) fail(kb, (kiln_status)e, "bad operand");
+        return true;
+    }
+    if (e >= kb->k->nexprs) {
+        fail(kb, KILN_ERR_INTERNAL, "operand out of range");
+        return true;
+    }
+    return false;
+}
+
+void kiln_kb_store(kiln_kb *kb, int32_t buf, int32_t index, int32_t value)
+{
+    if (bad_operand(kb, index) || bad_operand(kb, value)) return;
+    if (buf < 0 || buf >= kb->k->nbufs) {
+        fail(kb, KILN_ERR_INTERNAL, "store to a bad buffer");
+        return;
+    }
+    kb->k->bufs[buf].written = 1;
+    kiln_kstmt s = {.kind = KS_STORE, .buf = buf, .index = index, .value = value};
+    new_stmt(kb, s);
+}
+
+int32_t kiln_kb_local(kiln_kb *kb, kiln_dtype t)
+{
+    if (kb->st) return kb->st;
+    kiln_kernel *k = kb->k;
+    uint8_t *nl = realloc(k->local_dtype, (size_t)(k->nlocals + 1));
+    if (!nl) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+    k->local_dtype = nl;
+    nl[k->nlocals] = (uint8_t)t;
+    return k->nlocals++;
+}
+
+void kiln_kb_set(kiln_kb *kb, int32_t local, int32_t value)
+{
+    if (bad_operand(kb, value)) return;
+    if (local < 0 || local >= kb->k->nlocals) {
+        fail(kb, KILN_ERR_INTERNAL, "set of a bad local");
+        return;
+    }
+    kiln_kstmt s = {.kind = KS_SET, .var = local, .value = value};
+    new_stmt(kb, s);
+}
+
+void kiln_kb_check(kiln_kb *kb, int32_t cond, const char *message)
+{
+    if (bad_operand(kb, cond)) return;
+    kiln_kernel *k = kb->k;
+    if (k->nchecks == 4) {
+        fail(kb, KILN_ERR_UNSUPPORTED, "more than 4 checks in one kernel");
+        return;
+    }
+    k->check_msg[k->nchecks++] = message;
+    kiln_kstmt s = {.kind = KS_CHECK, .value = cond, .index = k->nchecks};
+    new_stmt(kb, s);
+}
+
+int32_t kiln_kx_float(kiln_kb *kb, double v, kiln_dtype t)
+{
+    kiln_kexpr e = {.op = KX_CONST, .dtype = (uint8_t)t, .f = v, .i = (int64_t)v};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_int(kiln_kb *kb, int64_t v)
+{
+    kiln_kexpr e = {.op = KX_CONST, .dtype = KILN_I64, .f = (double)v, .i = v};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_var(kiln_kb *kb, int32_t var)
+{
+    if (var < 0 || var >= kb->k->nvars) return fail(kb, KILN_ERR_INTERNAL, "bad loop variable");
+    kiln_kexpr e = {.op = KX_VAR, .dtype = KILN_I64, .a = var};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_local(kiln_kb *kb, int32_t local)
+{
+    if (local < 0 || local >= kb->k->nlocals) return fail(kb, KILN_ERR_INTERNAL, "bad local");
+    kiln_kexpr e = {.op = KX_LOCAL, .dtype = kb->k->local_dtype[local], .a = local};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_load(kiln_kb *kb, int32_t buf, int32_t index)
+{
+    if (bad_operand(kb, index)) return kb->st;
+    if (buf < 0 || buf >= kb->k->nbufs) return fail(kb, KILN_ERR_INTERNAL, "load of a bad buffer");
+    kiln_kexpr e = {.op = KX_LOAD, .dtype = kb->k->bufs[buf].dtype, .a = buf, .b = index};
+    return new_expr(kb, e);
+}
+
+static bool is_bool_op(kiln_kx_op op)
+{
+    return (op >= KX_LT && op <= KX_OR) || op == KX_NOT || op == KX_ISNAN;
+}
+
+int32_t kiln_kx_bin(kiln_kb *kb, kiln_kx_op op, int32_t a, int32_t b)
+{
+    if (bad_operand(kb, a) || bad_operand(kb, b)) return kb->st;
+    if (op < KX_ADD || op > KX_OR) return fail(kb, KILN_ERR_INTERNAL, "not a binary op");
+    uint8_t ta = kb->k->exprs[a].dtype;
+    kiln_kexpr e = {.op = (uint8_t)op, .dtype = is_bool_op(op) ? KILN_BOOL : ta, .a = a, .b = b};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_un(kiln_kb *kb, kiln_kx_op op, int32_t a)
+{
+    if (bad_operand(kb, a)) return kb->st;
+    if (op < KX_NEG || op > KX_ISNAN) return fail(kb, KILN_ERR_INTERNAL, "not a unary op");
+    kiln_kexpr e = {.op = (uint8_t)op, .dtype = is_bool_op(op) ? KILN_BOOL : kb->k->exprs[a].dtype,
+                    .a = a};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_select(kiln_kb *kb, int32_t c, int32_t a, int32_t b)
+{
+    if (bad_operand(kb, c) || bad_operand(kb, a) || bad_operand(kb, b)) return kb->st;
+    kiln_kexpr e = {.op = KX_SELECT, .dtype = kb->k->exprs[a].dtype, .a = c, .b = a, .c = b};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_cast(kiln_kb *kb, int32_t a, kiln_dtype t)
+{
+    if (bad_operand(kb, a)) return kb->st;
+    if (kb->k->exprs[a].dtype == t) return a;
+    kiln_kexpr e = {.op = KX_CAST, .dtype = (uint8_t)t, .a = a};
+    return new_expr(kb, e);
+}
+
+int32_t kiln_kx_index(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx)
+{
+    if (kb->st) return kb->st;
+    if (buf < 0 || buf >= kb->k->nbufs) return fail(kb, KILN_ERR_INTERNAL, "index of a bad buffer");
+    const kiln_kbuf *b = &kb->k->bufs[buf];
+    if (b->rank > rank) return fail(kb, KILN_ERR_INTERNAL, "index rank below the buffer's rank");
+    int32_t off = -1;
+    int64_t stride = 1;
+    /* sum over dims of idx * stride, innermost first; size-1 dims read 0 */
+    for (int d = b->rank - 1; d >= 0; d--) {
+        if (b->shape[d] != 1) {
+            int32_t term = idx[d + rank - b->rank];
+            if (stride != 1) term = kiln_kx_bin(kb, KX_MUL, term, kiln_kx_int(kb, stride));
+            off = off < 0 ? term : kiln_kx_bin(kb, KX_ADD, term, off);
+        }
+        stride *= b->shape[d];
+    }
+    return off < 0 ? kiln_kx_int(kb, 0) : off;
+}
+
+int32_t kiln_kx_load_at(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx)
+{
+    return kiln_kx_load(kb, buf, kiln_kx_index(kb, buf, rank, idx));
+}
+
+/* ---- lowering ---- */
+
+kiln_status kiln_lower_none(kiln_kb *kb, const kiln_graph *g, int32_t node)
+{
+    (void)kb;
+    (void)g;
+    (void)node;
+    return KILN_OK;
+}
+
+int32_t kiln_noscalar(kiln_kb *kb, const kiln_node *n, const int32_t *in)
+{
+    (void)in;
+    char msg[128];
+    snprintf(msg, sizeof msg, "op '%s' has no scalar rule", kiln_ops[n->op].name);
+    return fail(kb, KILN_ERR_INTERNAL, msg);
+}
+
+kiln_status kiln_lower_pointwise(kiln_kb *kb, const kiln_graph *g, int32_t node)
+{
+    const kiln_node *n = &g->nodes[node];
+    /* assign writes its destination's storage: its output is that buffer */
+    int32_t out = n->op == KILN_OP_ASSIGN ? kiln_kb_buf(kb, n->inputs[0]) : kiln_kb_out(kb);
+    int32_t idx[KILN_MAX_RANK], in[64];
+    if (n->ninputs > 64) return fail(kb, KILN_ERR_UNSUPPORTED, "too many inputs");
+    for (int d = 0; d < n->rank; d++) idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+    for (int j = 0; j < n->ninputs; j++)
+        in[j] = kiln_kx_load_at(kb, kiln_kb_in(kb, j), n->rank, idx);
+    int32_t v = kiln_ops[n->op].scalar(kb, n, in);
+    kiln_kb_store(kb, out, kiln_kx_index(kb, out, n->rank, idx), kiln_kx_cast(kb, v, n->dtype));
+    for (int d = 0; d < n->rank; d++) kiln_kb_end(kb);
+    return kb->st;
+}
+
+kiln_status kiln_lower_node(const kiln_graph *g, int32_t node, kiln_kernel **out, char *err,
+                            size_t errlen)
+{
+    *out = NULL;
+    const kiln_node *n = &g->nodes[node];
+    const kiln_op_info *info = &kiln_ops[n->op];
+    if (info->lower == kiln_lower_none) return KILN_OK;
+    kiln_kernel *k = calloc(1, sizeof *k);
+    if (!k) return KILN_ERR_NOMEM;
+    k->body = -1;
+    k->node = node;
+    snprintf(k->name, sizeof k->name, "k%d_%s", node, info->name);
+    kiln_kb kb = {.g = g, .node = node, .k = k};
+    kb.last[0] = -1;
+    kiln_status st = info->lower(&kb, g, node);
+    if (!st) st = kb.st;
+    if (!st && kb.depth != 0) st = fail(&kb, KILN_ERR_INTERNAL, "a loop was left open");
+    if (st) {
+        char d[160];
+        snprintf(err, errlen, "lowering %s: %s", kiln_node_desc(g, node, d, sizeof d),
+                 kb.err[0] ? kb.err : kiln_status_str(st));
+        kiln_kernel_free(k);
+        return st;
+    }
+    /* the comment: op, input and output types, source */
+    char t[128];
+    size_t o = (size_t)snprintf(k->comment, sizeof k->comment, "%s(", info->name);
+    for (int j = 0; j < n->ninputs && o < sizeof k->comment; j++)
+        o += (size_t)snprintf(k->comment + o, sizeof k->comment - o, "%s%s", j ? ", " : "",
+                              kiln_node_type_str(&g->nodes[n->inputs[j]], t, sizeof t));
+    if (o < sizeof k->comment)
+        o += (size_t)snprintf(k->comment + o, sizeof k->comment - o, ") -> %s",
+                              kiln_node_type_str(n, t, sizeof t));
+    if (n->loc.file && o < sizeof k->comment)
+        snprintf(k->comment + o, sizeof k->comment - o, "  [%s:%d:%d]", n->loc.file, n->loc.line,
+                 n->loc.col);
+    *out = k;
+    return KILN_OK;
+}
+
+/* ---- printing ---- */
+
+static const char *const kx_names[KX_COUNT] = {
+    "const", "var", "local", "load", "add", "sub", "mul", "div", "mod", "min", "max", "pow",
+    "lt", "le", "gt", "ge", "eq", "ne", "and", "or", "neg", "exp", "log", "sqrt", "tanh", "erf",
+    "abs", "log1p", "not", "isnan", "select", "cast"};
+
+static void print_expr(const kiln_kernel *k, int32_t e, FILE *f)
+{
+    const kiln_kexpr *x = &k->exprs[e];
+    switch (x->op) {
+    case KX_CONST:
+        if (kiln_dtype_is_float((kiln_dtype)x->dtype)) fprintf(f, "%.9g", x->f);
+        else fprintf(f, "%lld", (long long)x->i);
+        return;
+    case KX_VAR: fprintf(f, "i%d", x->a); return;
+    case KX_LOCAL: fprintf(f, "t%d", x->a); return;
+    case KX_LOAD:
+        fprintf(f, "b%d[", x->a);
+        print_expr(k, x->b, f);
+        fputc(']', f);
+        return;
+    default: break;
+    }
+    fprintf(f, "%s(", x->op < KX_COUNT ? kx_names[x->op] : "?");
+    print_expr(k, x->a, f);
+    if (x->op >= KX_ADD && x->op <= KX_OR) {
+        fputs(", ", f);
+        print_expr(k, x->b, f);
+    } else if (x->op == KX_SELECT) {
+        fputs(", ", f);
+        print_expr(k, x->b, f);
+        fputs(", ", f);
+        print_expr(k, x->c, f);
+    } else if (x->op == KX_CAST) {
+        fprintf(f, " -> %s", kiln_dtype_name((kiln_dtype)x->dtype));
+    }
+    fputc(')', f);
+}
+
+static void print_stmts(const kiln_kernel *k, int32_t s, int depth, FILE *f)
+{
+    for (; s >= 0; s = k->stmts[s].next) {
+        const kiln_kstmt *st = &k->stmts[s];
+        fprintf(f, "%*s", 2 * depth + 2, "");
+        if (st->kind == KS_LOOP) {
+            fprintf(f, "for i%d in 0..%lld%s\n", st->var, (long long)st->extent,
+                    st->parallel ? " parallel" : "");
+            print_stmts(k, st->body, depth + 1, f);
+        } else if (st->kind == KS_STORE) {
+            fprintf(f, "b%d[", st->buf);
+            print_expr(k, st->index, f);
+            fputs("] = ", f);
+            print_expr(k, st->value, f);
+            fputc('\n', f);
+        } else if (st->kind == KS_CHECK) {
+            fputs("check ", f);
+            print_expr(k, st->value, f);
+            fprintf(f, " else fail %d\n", st->index);
+        } else {
+            fprintf(f, "t%d = ", st->var);
+            print_expr(k, st->value, f);
+            fputc('\n', f);
+        }
+    }
+}
+
+void kiln_kernel_print(const kiln_kernel *k, FILE *f)
+{
+    fprintf(f, "kernel %s  // %s\n", k->name, k->comment);
+    for (int32_t b = 0; b < k->nbufs; b++)
+        fprintf(f, "  b%d: %%%d %s%s\n", b, k->bufs[b].node,
+                kiln_dtype_name((kiln_dtype)k->bufs[b].dtype), k->bufs[b].written ? " (written)" : "");
+    print_stmts(k, k->body, 0, f);
+}

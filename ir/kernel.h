@@ -1,0 +1,181 @@
+/* ir/kernel.h — kernel IR: one loop nest per group of the graph.
+ *
+ * A kernel reads and writes buffers (each the storage of one graph node) and
+ * is a list of statements: loops with constant extents, stores of a value to
+ * a buffer element, and assignments to typed local scalars (for reductions).
+ * Values are expression trees over constants, loop variables, locals, loads
+ * and scalar ops. Both backends read only this IR; the C emitter
+ * (codegen/emit_c.c) prints it as C.
+ *
+ * Lowering rules live in the op registry (ir/ops.def): `lower` builds the
+ * kernel of a node with the kiln_kb builder below; pointwise ops share
+ * kiln_lower_pointwise, which calls their `scalar` rule (the op on scalar
+ * expressions — also what a fusion pass composes).
+ */
+#ifndef KILN_IR_KERNEL_H
+#define KILN_IR_KERNEL_H
+
+#include "ir/graph.h"
+
+typedef enum kiln_kx_op {
+    KX_CONST, /* f (float dtypes) or i (integer and bool dtypes) */
+    KX_VAR,   /* loop variable a (int64) */
+    KX_LOCAL, /* local scalar a */
+    KX_LOAD,  /* buffer a at element index b (an int64 expression) */
+    /* binary: a op b */
+    KX_ADD,
+    KX_SUB,
+    KX_MUL,
+    KX_DIV, /* integer division for integer dtypes */
+    KX_MOD, /* integers only */
+    KX_MIN,
+    KX_MAX, /* NaN-propagating for floats, as the reference */
+    KX_POW,
+    KX_LT,
+    KX_LE,
+    KX_GT,
+    KX_GE,
+    KX_EQ,
+    KX_NE,
+    KX_AND,
+    KX_OR,
+    /* unary: op a */
+    KX_NEG,
+    KX_EXP,
+    KX_LOG,
+    KX_SQRT,
+    KX_TANH,
+    KX_ERF,
+    KX_ABS,
+    KX_LOG1P,
+    KX_NOT,
+    KX_ISNAN,
+    KX_SELECT, /* a ? b : c */
+    KX_CAST,   /* a converted to dtype */
+    KX_COUNT
+} kiln_kx_op;
+
+typedef struct kiln_kexpr {
+    uint8_t op;    /* kiln_kx_op */
+    uint8_t dtype; /* the result's kiln_dtype (comparisons give KILN_BOOL) */
+    int32_t a, b, c;
+    double f;
+    int64_t i;
+} kiln_kexpr;
+
+typedef enum kiln_ks_kind {
+    KS_LOOP,  /* for (var = 0; var < extent; var++) body */
+    KS_STORE, /* buf[index] = value */
+    KS_SET,   /* local = value */
+    KS_CHECK, /* if (!value) the kernel fails with error code `index` (> 0) */
+} kiln_ks_kind;
+
+typedef struct kiln_kstmt {
+    uint8_t kind;
+    uint8_t parallel; /* annotations, for the scheduler: run on the thread pool */
+    uint8_t vector;   /* vector width chosen (0: none) */
+    uint8_t unroll;
+    int32_t var;      /* KS_LOOP: its variable; KS_SET: the local */
+    int64_t extent;   /* KS_LOOP */
+    int32_t buf;      /* KS_STORE */
+    int32_t index;    /* KS_STORE: element index expression */
+    int32_t value;    /* KS_STORE, KS_SET */
+    int32_t body;     /* KS_LOOP: first statement of the body, -1 if empty */
+    int32_t next;     /* next statement in the same list, -1 at the end */
+} kiln_kstmt;
+
+typedef struct kiln_kbuf {
+    int32_t node; /* the graph node whose value this is */
+    uint8_t dtype;
+    uint8_t written; /* the kernel stores to it */
+    int32_t rank;
+    int64_t shape[KILN_MAX_RANK];
+} kiln_kbuf;
+
+typedef struct kiln_kernel {
+    char name[64];     /* a C identifier: k<node>_<op> */
+    char comment[256]; /* op, input and output types, source location */
+    int32_t node;      /* the graph node it computes */
+    kiln_kbuf *bufs;
+    int32_t nbufs;
+    kiln_kexpr *exprs;
+    int32_t nexprs, cap_exprs;
+    kiln_kstmt *stmts;
+    int32_t nstmts, cap_stmts;
+    int32_t body; /* first top-level statement, -1 if none */
+    int32_t nvars;
+    uint8_t *local_dtype; /* per local */
+    int32_t nlocals;
+    const char *check_msg[4]; /* messages of KS_CHECK codes 1..4 */
+    int32_t nchecks;
+} kiln_kernel;
+
+void kiln_kernel_free(kiln_kernel *k);
+
+/* ---- building a kernel (what lowering rules use) ----
+ * Calls that create expressions or statements return an id >= 0, or a
+ * negative status (out of memory, bad operand); a negative id given as an
+ * operand is returned as it is, so rules can check once at the end
+ * (kiln_kb_status). */
+typedef struct kiln_kb kiln_kb;
+
+kiln_status kiln_kb_status(const kiln_kb *kb);
+const kiln_graph *kiln_kb_graph(const kiln_kb *kb);
+int32_t kiln_kb_node(const kiln_kb *kb); /* the node being lowered */
+
+/* The buffer of node `node` (registered on first use); kiln_kb_out is the
+ * output's, kiln_kb_in the buffer of input k. */
+int32_t kiln_kb_buf(kiln_kb *kb, int32_t node);
+int32_t kiln_kb_out(kiln_kb *kb);
+int32_t kiln_kb_in(kiln_kb *kb, int k);
+
+/* Opens a loop over [0, extent) and returns its variable; statements go into
+ * its body until the matching kiln_kb_end. */
+int32_t kiln_kb_loop(kiln_kb *kb, int64_t extent);
+void kiln_kb_end(kiln_kb *kb);
+void kiln_kb_store(kiln_kb *kb, int32_t buf, int32_t index, int32_t value);
+int32_t kiln_kb_local(kiln_kb *kb, kiln_dtype t); /* a new local scalar */
+/* A run-time check: when `cond` is false the kernel returns `code` (> 0) and
+ * the entry point stops with it; the program reports `message` (static,
+ * e.g. "cross_entropy: a label is outside [0, C)"). The message is kept in
+ * kernel->check_msg[code - 1]. */
+void kiln_kb_check(kiln_kb *kb, int32_t cond, const char *message);
+void kiln_kb_set(kiln_kb *kb, int32_t local, int32_t value);
+
+int32_t kiln_kx_float(kiln_kb *kb, double v, kiln_dtype t);
+int32_t kiln_kx_int(kiln_kb *kb, int64_t v); /* int64 */
+int32_t kiln_kx_var(kiln_kb *kb, int32_t var);
+int32_t kiln_kx_local(kiln_kb *kb, int32_t local);
+int32_t kiln_kx_load(kiln_kb *kb, int32_t buf, int32_t index);
+/* Binary and unary ops; the dtype follows the operands (bool for
+ * comparisons, AND, OR, NOT, ISNAN). */
+int32_t kiln_kx_bin(kiln_kb *kb, kiln_kx_op op, int32_t a, int32_t b);
+int32_t kiln_kx_un(kiln_kb *kb, kiln_kx_op op, int32_t a);
+int32_t kiln_kx_select(kiln_kb *kb, int32_t c, int32_t a, int32_t b);
+int32_t kiln_kx_cast(kiln_kb *kb, int32_t a, kiln_dtype t);
+
+/* The row-major element index into buffer `buf` for an index given per
+ * output dimension: idx[d] is an int64 expression for dimension d of an
+ * output of rank `rank`; buf's shape broadcasts to it (NumPy rules: its
+ * leading dimensions are dropped, its size-1 dimensions read index 0). */
+int32_t kiln_kx_index(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx);
+/* Loads buffer `buf` broadcast to the output index idx[rank]. */
+int32_t kiln_kx_load_at(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx);
+
+/* Lowers node `node` of g into a new kernel through the op's `lower` rule.
+ * *out is NULL (and the status OK) for leaves, which need no kernel. */
+kiln_status kiln_lower_node(const kiln_graph *g, int32_t node, kiln_kernel **out, char *err,
+                            size_t errlen);
+
+/* The generic lowering of pointwise ops: one loop per output dimension,
+ * inputs loaded with broadcasting, the op's scalar rule, one store. */
+kiln_status kiln_lower_pointwise(kiln_kb *kb, const kiln_graph *g, int32_t node);
+/* The lowering rule of leaves: no kernel. */
+kiln_status kiln_lower_none(kiln_kb *kb, const kiln_graph *g, int32_t node);
+/* The scalar rule of ops that are not pointwise (an error if called). */
+int32_t kiln_noscalar(kiln_kb *kb, const kiln_node *n, const int32_t *in);
+
+/* A readable dump of a kernel, for tests and KILN_DEBUG. */
+void kiln_kernel_print(const kiln_kernel *k, FILE *f);
+
+#endif
