@@ -82,26 +82,32 @@ char *fe_diag_format(const fe_diag *d)
 
 /* ---- suggestions ---- */
 
-/* Levenshtein distance, capped: strings longer than 63 bytes never match. */
+/* Edit distance counting an insertion, a deletion, a substitution or a swap
+ * of two neighbours as one edit (optimal string alignment), so "rleu" is one
+ * edit from "relu". Names longer than 63 bytes never match. */
 static int edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 63 || lb > 63) return 1000;
-    int row[64];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    int rows[3][64], *prev2 = rows[0], *prev = rows[1], *cur = rows[2];
+    for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
+        cur[0] = (int)i;
         for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
+            int best = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            if (prev[j] + 1 < best) best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best) best = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                prev2[j - 2] + 1 < best)
+                best = prev2[j - 2] + 1;
+            cur[j] = best;
         }
+        int *t = prev2;
+        prev2 = prev;
+        prev = cur;
+        cur = t;
     }
-    return row[lb];
+    return prev[lb];
 }
 
 void fe_suggest_init(fe_suggest *s, const char *name)

@@ -43,8 +43,8 @@ static kiln_status set_role(kiln_graph *g, kiln_value v, kiln_role role, const c
     if (v >= g->nnodes) return kiln_errorf(g, KILN_ERR_INVALID, "no node %%%d", v);
     kiln_node *n = &g->nodes[v];
     if (kiln_node_is_leaf(n))
-        return kiln_errorf(g, KILN_ERR_INVALID, "'%s' is a %s leaf; only computed values can be "
-                           "a program's %s", n->name ? n->name : "?",
+        return kiln_errorf(g, KILN_ERR_INVALID, "'%s' is a leaf (role %s); only computed values "
+                           "can be a program's %s", n->name ? n->name : "?",
                            kiln_role_name((kiln_role)n->role), kiln_role_name(role));
     if (role == KILN_ROLE_LOSS && (n->rank != 0 || !kiln_dtype_is_float((kiln_dtype)n->dtype))) {
         char t[128];
@@ -343,7 +343,9 @@ kiln_value kiln_linear(kiln_graph *g, kiln_value x, int64_t out_features, int bi
     int64_t wshape[2] = {out_features, in_features};
     snprintf(pname, sizeof pname, "%s.weight", name);
     kiln_value w = kiln_param(g, pname, dt, 2, wshape, KILN_INIT_UNIFORM, bound);
+    if (w < 0) return w;
     kiln_value y = kiln_matmul(g, x, w, 0, 1);
+    if (y < 0) return y;
     if (bias) {
         snprintf(pname, sizeof pname, "%s.bias", name);
         kiln_value b = kiln_param(g, pname, dt, 1, &out_features, KILN_INIT_UNIFORM, bound);

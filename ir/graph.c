@@ -434,6 +434,19 @@ static kiln_value append_node(kiln_graph *g, int op, int nin, const kiln_value *
     return g->nnodes; /* not yet counted: the caller commits */
 }
 
+/* Element counts above this are refused: every index fits int64 with room. */
+#define KILN_MAX_NUMEL ((int64_t)1 << 48)
+
+/* Whether a shape's element count stays within KILN_MAX_NUMEL. */
+static bool numel_ok(int rank, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n) || n > KILN_MAX_NUMEL)
+            return false;
+    return true;
+}
+
 kiln_value kiln_build(kiln_graph *g, int op, int nin, const kiln_value *in, int nattrs,
                       const kiln_attr *attrs)
 {
@@ -441,6 +454,10 @@ kiln_value kiln_build(kiln_graph *g, int op, int nin, const kiln_value *in, int 
     if (id < 0) return id;
     kiln_node *n = &g->nodes[id];
     kiln_status st = kiln_ops[op].shape(g, n);
+    char t[128];
+    if (!st && !numel_ok(n->rank, n->shape))
+        st = kiln_errorf(g, KILN_ERR_SHAPE, "%s: the result %s has more than 2^48 elements",
+                         kiln_ops[op].name, kiln_node_type_str(n, t, sizeof t));
     if (st) {
         free(n->inputs);
         return st;
@@ -466,6 +483,11 @@ kiln_value kiln_build_leaf(kiln_graph *g, kiln_role role, const char *name, kiln
                                i, (long long)shape[i]);
     if (kiln_graph_find(g, name) >= 0)
         return kiln_errorf(g, KILN_ERR_INVALID, "the name '%s' is already taken", name);
+    if (!numel_ok(rank, shape)) {
+        char ts[128];
+        return kiln_errorf(g, KILN_ERR_SHAPE, "'%s': %s has more than 2^48 elements", name,
+                           kiln_shape_str(t, rank, shape, ts, sizeof ts));
+    }
     kiln_value id = append_node(g, KILN_OP_INPUT, 0, NULL, nattrs, attrs);
     if (id < 0) return id;
     kiln_node *n = &g->nodes[id];

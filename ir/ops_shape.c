@@ -85,8 +85,8 @@ kiln_status kiln_reshape_shape(kiln_graph *g, kiln_node *n)
         } else if (s->i[i] < 0) {
             return kiln_errorf(g, KILN_ERR_INVALID, "reshape: shape %s has a negative dimension "
                                "(only -1, inferred, is allowed)", st);
-        } else {
-            known *= s->i[i];
+        } else if (__builtin_mul_overflow(known, s->i[i], &known)) {
+            return kiln_errorf(g, KILN_ERR_SHAPE, "reshape: shape %s has too many elements", st);
         }
     }
     int64_t numel = kiln_node_numel(x);

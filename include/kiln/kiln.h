@@ -213,7 +213,10 @@ kiln_status kiln_graph_verify(kiln_graph *g);
 
 /* Compiles a model file (or text) into a forward graph, with the batch size
  * B bound to `batch`. On failure *out is NULL and *err (caller frees) holds
- * "file:line:col: error: message", the source line and a caret. */
+ * "file:line:col: error: message", the source line and a caret; an error
+ * with no place in the text (file not found, batch < 1) reads
+ * "file: error: message". Statuses: KILN_ERR_PARSE (syntax), NOT_FOUND
+ * (unknown name, op, attribute), SHAPE, INVALID, IO. */
 kiln_status kiln_model_load(const char *path, int64_t batch, kiln_graph **out, char **err);
 kiln_status kiln_model_parse(const char *text, const char *filename, int64_t batch,
                              kiln_graph **out, char **err);
@@ -275,6 +278,7 @@ const double *kiln_interp_value_by_name(const kiln_interp *it, const char *name)
 
 #include "kiln/program.h"
 #include "kiln/data.h"
+#include "kiln/learner.h"
 
 #ifdef __cplusplus
 }
