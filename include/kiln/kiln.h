@@ -279,6 +279,7 @@ const double *kiln_interp_value_by_name(const kiln_interp *it, const char *name)
 #include "kiln/program.h"
 #include "kiln/data.h"
 #include "kiln/learner.h"
+#include "kiln/checkpoint.h"
 
 #ifdef __cplusplus
 }
