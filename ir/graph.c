@@ -26,6 +26,7 @@ const char *kiln_status_str(kiln_status s)
     case KILN_ERR_NOT_FOUND: return "not found";
     case KILN_ERR_CORRUPT: return "corrupt file";
     case KILN_ERR_INTERNAL: return "internal error";
+    case KILN_ERR_COMPILE: return "C compile failed";
     }
     return "unknown status";
 }

@@ -3,6 +3,7 @@
 #include "ir/kernel.h"
 #include "ir/ops.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,7 +193,9 @@ void kiln_kb_check(kiln_kb *kb, int32_t cond, const char *message)
 
 int32_t kiln_kx_float(kiln_kb *kb, double v, kiln_dtype t)
 {
-    kiln_kexpr e = {.op = KX_CONST, .dtype = (uint8_t)t, .f = v, .i = (int64_t)v};
+    /* .i only means something for integer dtypes; inf and NaN have none */
+    kiln_kexpr e = {.op = KX_CONST, .dtype = (uint8_t)t, .f = v,
+                    .i = isfinite(v) && fabs(v) < 9.2e18 ? (int64_t)v : 0};
     return new_expr(kb, e);
 }
 

@@ -1,196 +1,219 @@
-/* tools/kiln.c — the `kiln` command line.
+/* tools/kiln.c — the `kiln` command line: dispatch and option parsing.
  *
- *   kiln compile MODEL [--batch N] [--program forward|train|eval]
- *                      [--optimizer adamw|sgd] [--nesterov]
- *                      [--emit ir] [--print-after PASS|all] [-o FILE]
- *   kiln check MODEL [--batch N]
+ *   kiln train MODEL    [--data DIR] [--epochs N] [--lr X] [--bs N] [--opt adamw|sgd]
+ *                       [--wd X] [--seed N] [--backend c|ref] [--save FILE] [--load FILE]
+ *                       [--history FILE] [--schedule one-cycle|const] [--limit N]
+ *   kiln lr-find MODEL  [--plot FILE.svg] [same data and model options]
+ *   kiln compile MODEL  [--bs N] [--emit ir|c] [--program forward|train|eval]
+ *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
+ *   kiln info MODEL     [--bs N]
+ *   kiln check MODEL    [--bs N]
  *
- * Every failure prints one message naming the place and the fix, and exits
- * with status 1 (2 for a usage error); kiln never crashes on bad input.
+ * Every failure prints one message naming the place and the fix; kiln never
+ * crashes on bad input. Exit status: 0 success, 1 failed run, 2 bad usage or
+ * bad input.
  */
-#include "kiln/kiln.h"
+#include "tools/cli.h"
 
-#include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f)
+static const char usage_text[] =
+    "usage: kiln <command> MODEL [options]\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model (Fashion-MNIST by default), printing fastai's epoch table\n"
+    "  lr-find   sweep the learning rate from 1e-7 to 10 and suggest one\n"
+    "  compile   print the program's graph IR (--emit ir) or generated C (--emit c)\n"
+    "  info      parameters, flops per step, memory sizes\n"
+    "  check     parse and build the model, report errors\n"
+    "\n"
+    "options:\n"
+    "  --data DIR          folder with the idx files (default: Debian's dataset-fashion-mnist)\n"
+    "  --epochs N          epochs to train (default 5)\n"
+    "  --lr X              max learning rate of one-cycle, or the constant rate (default 2e-3)\n"
+    "  --bs N              batch size B (default 64)\n"
+    "  --opt adamw|sgd     optimizer (default adamw, as fastai)\n"
+    "  --nesterov          SGD with Nesterov momentum\n"
+    "  --wd X              weight decay (default 1e-2)\n"
+    "  --seed N            initialisation and shuffle seed (default 42)\n"
+    "  --backend c|ref     generated C (default) or the reference interpreter\n"
+    "  --schedule S        one-cycle (default) or const\n"
+    "  --save FILE         save weights and optimizer state (safetensors) after training\n"
+    "  --load FILE         start from a checkpoint (resumes its step and epoch)\n"
+    "  --history FILE      append per-epoch rows in fastai's CSVLogger format\n"
+    "  --limit N           use only the first N training and validation samples\n"
+    "  --plot FILE.svg     lr-find: write the loss against lr plot\n"
+    "  --emit ir|c         compile: what to print\n"
+    "  --program P         compile: forward, train (default with a loss) or eval\n"
+    "  --print-after PASS  compile: print the IR after parse, autodiff, optimizer, cse, dce, all\n"
+    "  -o FILE             compile: write to FILE instead of stdout\n"
+    "  -v, --verbose       print the C compiler command and timings\n";
+
+static void usage(FILE *f) { fputs(usage_text, f); }
+
+/* Option table: name, whether it takes a value, and where it goes. */
+typedef enum { O_STR, O_INT, O_F64, O_FLAG } okind;
+typedef struct opt_row {
+    const char *name;
+    okind kind;
+    size_t off;
+    size_t set_off; /* offset of a bool set when given, or 0 */
+} opt_row;
+
+#define OFF(f) offsetof(cli, f)
+static const opt_row opts[] = {
+    {"--data", O_STR, OFF(data), 0},         {"--save", O_STR, OFF(save), 0},
+    {"--load", O_STR, OFF(load), 0},         {"--history", O_STR, OFF(history), 0},
+    {"--plot", O_STR, OFF(plot), 0},         {"-o", O_STR, OFF(out), 0},
+    {"--program", O_STR, OFF(program), 0},   {"--emit", O_STR, OFF(emit), 0},
+    {"--print-after", O_STR, OFF(print_after), 0},
+    {"--opt", O_STR, OFF(opt), 0},           {"--optimizer", O_STR, OFF(opt), 0},
+    {"--backend", O_STR, OFF(backend), 0},   {"--schedule", O_STR, OFF(schedule), 0},
+    {"--bs", O_INT, OFF(batch), 0},          {"--batch", O_INT, OFF(batch), 0},
+    {"--epochs", O_INT, OFF(epochs), 0},     {"--limit", O_INT, OFF(limit), 0},
+    {"--seed", O_INT, OFF(seed), 0},         {"--lr", O_F64, OFF(lr), OFF(lr_set)},
+    {"--wd", O_F64, OFF(wd), OFF(wd_set)},   {"--nesterov", O_FLAG, OFF(nesterov), 0},
+    {"--verbose", O_FLAG, OFF(verbose), 0},  {"-v", O_FLAG, OFF(verbose), 0},
+};
+
+/* Whether `name` is a word of the space-separated list `allowed`. */
+static bool listed(const char *allowed, const char *name)
 {
-    fputs("usage: kiln compile MODEL [--batch N] [--program forward|train|eval]\n"
-          "                          [--optimizer adamw|sgd] [--nesterov]\n"
-          "                          [--emit ir] [--print-after PASS|all] [-o FILE]\n"
-          "       kiln check MODEL [--batch N]\n"
-          "\n"
-          "  --batch N          bind the batch size B (default 64)\n"
-          "  --program P        which program to build: the forward graph, the training\n"
-          "                     step (default when the model has a loss) or evaluation\n"
-          "  --emit ir          print the graph IR of the program (the default)\n"
-          "  --print-after PASS print the IR after PASS as well (parse, autodiff,\n"
-          "                     optimizer, cse, dce; 'all' for every pass)\n",
-          f);
+    size_t n = strlen(name);
+    for (const char *p = allowed; (p = strstr(p, name)); p += n)
+        if ((p == allowed || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return true;
+    return false;
 }
 
-typedef struct cli {
-    const char *cmd, *model, *program, *optimizer, *emit, *print_after, *out;
-    int64_t batch;
-    int nesterov;
-} cli;
-
-static int parse_args(int argc, char **argv, cli *c)
+bool cli_parse(int argc, char **argv, cli *c, const char *allowed)
 {
-    memset(c, 0, sizeof *c);
-    c->batch = 64;
-    c->emit = "ir";
-    c->optimizer = "adamw";
-    if (argc < 2) return -1;
-    c->cmd = argv[1];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        const char **slot = NULL;
-        if (!strcmp(a, "--nesterov")) {
-            c->nesterov = 1;
-            continue;
-        }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return -1;
-        if (!strcmp(a, "--program")) slot = &c->program;
-        else if (!strcmp(a, "--optimizer")) slot = &c->optimizer;
-        else if (!strcmp(a, "--emit")) slot = &c->emit;
-        else if (!strcmp(a, "--print-after")) slot = &c->print_after;
-        else if (!strcmp(a, "-o")) slot = &c->out;
-        else if (!strcmp(a, "--batch")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "kiln: --batch needs a number\n");
-                return -1;
+        if (a[0] != '-' || !a[1]) {
+            if (c->model) {
+                fprintf(stderr, "kiln %s: unexpected argument '%s'\n", c->cmd, a);
+                return false;
             }
-            char *end;
-            c->batch = strtoll(argv[++i], &end, 10);
-            if (*end || c->batch < 1) {
-                fprintf(stderr, "kiln: --batch wants a positive integer, got '%s'\n", argv[i]);
-                return -1;
-            }
-            continue;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "kiln: unknown option '%s'\n", a);
-            return -1;
-        } else if (!c->model) {
             c->model = a;
             continue;
-        } else {
-            fprintf(stderr, "kiln: unexpected argument '%s'\n", a);
-            return -1;
+        }
+        const opt_row *o = NULL;
+        for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
+            if (!strcmp(opts[k].name, a)) o = &opts[k];
+        if (!o || !listed(allowed, o->name)) {
+            fprintf(stderr, "kiln %s: unknown option '%s' (see kiln --help)\n", c->cmd, a);
+            return false;
+        }
+        char *base = (char *)c;
+        if (o->kind == O_FLAG) {
+            *(int *)(base + o->off) = 1;
+            continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "kiln: %s needs a value\n", a);
-            return -1;
+            fprintf(stderr, "kiln %s: %s needs a value\n", c->cmd, a);
+            return false;
         }
-        *slot = argv[++i];
+        const char *v = argv[++i];
+        char *end = NULL;
+        if (o->kind == O_STR) {
+            *(const char **)(base + o->off) = v;
+        } else if (o->kind == O_INT) {
+            long long x = strtoll(v, &end, 10);
+            if (!*v || *end || x < 0 || (x == 0 && o->off != OFF(seed))) {
+                fprintf(stderr, "kiln %s: %s wants a positive integer, got '%s'\n", c->cmd, a, v);
+                return false;
+            }
+            if (o->off == OFF(seed)) c->seed = (uint64_t)x;
+            else *(int64_t *)(base + o->off) = x;
+        } else {
+            double x = strtod(v, &end);
+            if (!*v || *end || !(x >= 0) || x > 1e6) {
+                fprintf(stderr, "kiln %s: %s wants a non-negative number, got '%s'\n", c->cmd, a,
+                        v);
+                return false;
+            }
+            *(double *)(base + o->off) = x;
+            if (o->set_off) *(bool *)(base + o->set_off) = true;
+        }
     }
     if (!c->model) {
-        fprintf(stderr, "kiln: %s needs a model file\n", c->cmd);
-        return -1;
+        fprintf(stderr, "kiln %s: needs a model file (e.g. examples/fashion_mlp.kiln)\n", c->cmd);
+        return false;
     }
-    return 0;
+    return true;
 }
 
-typedef struct printer {
-    const char *which;
-    FILE *f;
-} printer;
-
-static void print_after(const char *pass, const kiln_graph *g, void *user)
+kiln_graph *cli_load_model(const cli *c, int64_t batch)
 {
-    printer *p = user;
-    if (!p->which || (strcmp(p->which, "all") && strcmp(p->which, pass))) return;
-    fprintf(p->f, "; IR after %s\n", pass);
-    kiln_graph_print(g, p->f);
-}
-
-static bool has_loss(const kiln_graph *g)
-{
-    return kiln_graph_find_role(g, KILN_ROLE_LOSS) >= 0;
-}
-
-static int cmd_compile(const cli *c, bool check_only)
-{
-    static const char *const known_passes[] = {"parse", "autodiff", "optimizer", "cse", "dce", "all"};
-    if (c->print_after) {
-        bool ok = false;
-        for (size_t i = 0; i < sizeof known_passes / sizeof known_passes[0]; i++)
-            ok |= !strcmp(c->print_after, known_passes[i]);
-        if (!ok) {
-            fprintf(stderr, "kiln: unknown pass '%s' for --print-after (parse, autodiff, "
-                            "optimizer, cse, dce, all)\n", c->print_after);
-            return 2;
-        }
-    }
-    if (strcmp(c->emit, "ir")) {
-        fprintf(stderr, "kiln: --emit %s is not available yet; this build emits 'ir'\n", c->emit);
-        return 2;
-    }
-    kiln_train_options opt = kiln_train_defaults();
-    if (!strcmp(c->optimizer, "sgd")) opt.optimizer = KILN_OPT_SGD;
-    else if (strcmp(c->optimizer, "adamw")) {
-        fprintf(stderr, "kiln: unknown optimizer '%s' (adamw, sgd)\n", c->optimizer);
-        return 2;
-    }
-    opt.nesterov = c->nesterov;
-
-    kiln_graph *fwd = NULL;
+    kiln_graph *g = NULL;
     char *err = NULL;
-    if (kiln_model_load(c->model, c->batch, &fwd, &err)) {
-        fprintf(stderr, "%s", err ? err : "kiln: could not load the model\n");
+    if (kiln_model_load(c->model, batch, &g, &err)) {
+        fputs(err ? err : "kiln: could not load the model\n", stderr);
         free(err);
-        return 1;
+        return NULL;
     }
-    FILE *out = stdout;
-    if (c->out && !check_only && !(out = fopen(c->out, "w"))) {
-        fprintf(stderr, "kiln: cannot write '%s'\n", c->out);
-        kiln_graph_free(fwd);
-        return 1;
-    }
-    printer p = {c->print_after, out};
-    opt.after_pass = print_after;
-    opt.user = &p;
-    print_after("parse", fwd, &p);
+    return g;
+}
 
-    const char *program = c->program ? c->program : has_loss(fwd) ? "train" : "forward";
-    kiln_graph *prog = NULL;
-    kiln_status st = KILN_OK;
-    if (!strcmp(program, "train")) st = kiln_train_program(fwd, &opt, &prog);
-    else if (!strcmp(program, "eval")) st = kiln_eval_program(fwd, &prog);
-    else if (strcmp(program, "forward")) {
-        fprintf(stderr, "kiln: unknown program '%s' (forward, train, eval)\n", program);
-        st = KILN_ERR_INVALID;
+bool cli_compile_options(const cli *c, kiln_compile_options *o)
+{
+    *o = kiln_compile_defaults();
+    if (c->backend && !strcmp(c->backend, "ref")) o->backend = KILN_BACKEND_REF;
+    else if (c->backend && strcmp(c->backend, "c")) {
+        fprintf(stderr, "kiln %s: unknown backend '%s' (c, ref)\n", c->cmd, c->backend);
+        return false;
     }
-    int rc = 0;
-    if (st) {
-        if (strcmp(kiln_graph_error(fwd), ""))
-            fprintf(stderr, "%s: error: %s\n", c->model, kiln_graph_error(fwd));
-        rc = 1;
-    } else if (check_only) {
-        fprintf(stderr, "%s: ok (%d nodes)\n", c->model, kiln_graph_num_nodes(prog ? prog : fwd));
-    } else if (!c->print_after) {
-        kiln_graph_print(prog ? prog : fwd, out);
+    if (c->opt && !strcmp(c->opt, "sgd")) o->train.optimizer = KILN_OPT_SGD;
+    else if (c->opt && strcmp(c->opt, "adamw")) {
+        fprintf(stderr, "kiln %s: unknown optimizer '%s' (adamw, sgd)\n", c->cmd, c->opt);
+        return false;
     }
-    if (out != stdout && fclose(out)) {
-        fprintf(stderr, "kiln: error writing '%s'\n", c->out);
-        rc = 1;
-    }
-    kiln_graph_free(prog);
-    kiln_graph_free(fwd);
-    return rc;
+    o->train.nesterov = c->nesterov;
+    o->verbose = c->verbose;
+    return true;
 }
 
 int main(int argc, char **argv)
 {
-    cli c;
-    if (parse_args(argc, argv, &c)) {
-        usage(stderr);
-        return 2;
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
     }
-    if (!strcmp(c.cmd, "compile")) return cmd_compile(&c, false);
-    if (!strcmp(c.cmd, "check")) return cmd_compile(&c, true);
+    cli c;
+    memset(&c, 0, sizeof c);
+    c.cmd = argv[1];
+    c.batch = 64;
+    c.epochs = 5;
+    c.lr = 2e-3;
+    c.wd = 1e-2;
+    c.seed = 42;
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+    static const char common[] = "--bs --batch --backend --opt --optimizer --nesterov --verbose -v";
+    static const char data[] = "--data --seed --limit --wd --lr --epochs --load";
+    char allowed[512];
+    if (!strcmp(c.cmd, "train")) {
+        snprintf(allowed, sizeof allowed, "%s %s --save --history --schedule", common, data);
+        return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, false) : EXIT_USAGE;
+    }
+    if (!strcmp(c.cmd, "lr-find")) {
+        snprintf(allowed, sizeof allowed, "%s %s --plot", common, data);
+        return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, true) : EXIT_USAGE;
+    }
+    if (!strcmp(c.cmd, "compile") || !strcmp(c.cmd, "check")) {
+        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o", common);
+        return cli_parse(argc, argv, &c, allowed) ? cmd_compile(&c, !strcmp(c.cmd, "check"))
+                                                  : EXIT_USAGE;
+    }
+    if (!strcmp(c.cmd, "info"))
+        return cli_parse(argc, argv, &c, common) ? cmd_info(&c) : EXIT_USAGE;
     fprintf(stderr, "kiln: unknown command '%s'\n", c.cmd);
     usage(stderr);
-    return 2;
+    return EXIT_USAGE;
 }

@@ -50,6 +50,7 @@ typedef enum kiln_status {
     KILN_ERR_NOT_FOUND = -7,   /* unknown name: op, value, pass, tensor */
     KILN_ERR_CORRUPT = -8,     /* file content fails its bounds checks */
     KILN_ERR_INTERNAL = -9,    /* a kiln bug: please report it */
+    KILN_ERR_COMPILE = -10,    /* the C compiler failed or rejected generated code */
 } kiln_status;
 
 /* A short, static description of a status ("shape mismatch", ...). */

@@ -1,0 +1,35 @@
+/* tools/cli.h — what the `kiln` subcommands share: options and helpers.
+ * Exit statuses: 0 success, 1 a run that failed, 2 bad usage or bad input. */
+#ifndef KILN_TOOLS_CLI_H
+#define KILN_TOOLS_CLI_H
+
+#include "kiln/kiln.h"
+#include "kiln/checkpoint.h"
+
+#include <stdbool.h>
+
+enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
+
+typedef struct cli {
+    const char *cmd, *model, *data, *save, *load, *history, *plot, *out;
+    const char *program, *emit, *print_after, *opt, *backend, *schedule;
+    int64_t batch, epochs, limit;
+    double lr, wd;
+    uint64_t seed;
+    int nesterov, verbose;
+    bool lr_set, wd_set;
+} cli;
+
+/* Parses argv[2..] into c; prints the problem and returns false on a usage
+ * error. `allowed` lists the options the command takes ("--data --epochs"). */
+bool cli_parse(int argc, char **argv, cli *c, const char *allowed);
+/* The model at batch b; prints the error and returns NULL on failure. */
+kiln_graph *cli_load_model(const cli *c, int64_t batch);
+/* Compile options from --backend/--opt/--nesterov/--verbose. */
+bool cli_compile_options(const cli *c, kiln_compile_options *o);
+
+int cmd_compile(const cli *c, bool check_only);
+int cmd_train(const cli *c, bool lr_find);
+int cmd_info(const cli *c);
+
+#endif
