@@ -5,7 +5,7 @@
  * not an executable's path is split into words: "ccache gcc" works; there is
  * no shell and no quoting). The flags are fixed:
  *
- *     -O3 -march=native -fPIC -shared -std=c11 -fno-math-errno ... -lm
+ *     -O3 -march=native -fPIC -shared -std=c11 -fno-math-errno -fopenmp-simd ... -lm
  *
  * (no -ffast-math: results must match the reference interpreter and NaNs
  * must propagate). The cache directory is opt->cache_dir, else
@@ -41,7 +41,8 @@ struct kiln_so {
     char *path;
 };
 
-#define CC_FLAGS "-O3", "-march=native", "-fPIC", "-shared", "-std=c11", "-fno-math-errno"
+#define CC_FLAGS "-O3", "-march=native", "-fPIC", "-shared", "-std=c11", "-fno-math-errno", \
+                 "-fopenmp-simd"
 static const char *const cc_flags[] = {CC_FLAGS};
 #define CC_LIBS "-lm"
 #define MAX_CC_WORDS 16

@@ -738,6 +738,25 @@ static void clear_temps(kctx *c)
         c->temp[e] = -1;
 }
 
+/* `#pragma omp simd`, with a reduction clause for each local the loop's
+ * body sums into (t = t + e): the loop's vector hint allows reassociating
+ * them. (Compiled with -fopenmp-simd: no OpenMP runtime.) */
+static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
+{
+    const kiln_kernel *k = c->k;
+    sb_indent(c->b, depth);
+    sb_puts(c->b, "#pragma omp simd");
+    int guard = 0;
+    for (int32_t s = loop->body; s >= 0 && s < k->nstmts && guard++ < k->nstmts; s = k->stmts[s].next) {
+        const kiln_kstmt *st = &k->stmts[s];
+        if (st->kind != KS_SET || st->value < 0 || st->value >= k->nexprs) continue;
+        const kiln_kexpr *v = &k->exprs[st->value];
+        if (v->op == KX_ADD && v->a >= 0 && k->exprs[v->a].op == KX_LOCAL && k->exprs[v->a].a == st->var)
+            sb_printf(c->b, " reduction(+:t%d)", st->var);
+    }
+    sb_puts(c->b, "\n");
+}
+
 static void put_stmts(kctx *c, int32_t s, int depth, int guard)
 {
     const kiln_kernel *k = c->k;
@@ -751,6 +770,7 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
         const kiln_kstmt *st = &k->stmts[s];
         switch (st->kind) {
         case KS_LOOP:
+            if (st->vector) put_simd_pragma(c, st, depth);
             sb_indent(b, depth);
             sb_printf(b, "for (int64_t i%d = 0; i%d < %lld; i%d++) {", st->var, st->var,
                       (long long)st->extent, st->var);

@@ -6,21 +6,21 @@
  * absent from the output), ta/tb transposing the stored matrix (no effect on
  * a rank-1 operand).
  *
- * The kernel is the plain triple loop, correct and simple (a later schedule
- * packs and register-blocks it):
+ * The loop order follows the operands' layout so that the innermost loop
+ * walks memory contiguously and vectorizes (a later schedule packs and
+ * register-blocks it):
  *
- *   for batch axes of the output (operands read with broadcasting)
- *     for i in 0..M            (absent when a is rank 1)
- *       for j in 0..N          (absent when b is rank 1)
- *         t = 0
- *         for k in 0..K
- *           t = t + (acc)a[.., i, k] * (acc)b[.., k, j]
- *         out[.., i, j] = (out dtype)t
+ *  - float matrices with b not transposed (b's rows are contiguous in j):
+ *    the row-update form; the output row accumulates in its own dtype, as
+ *    BLAS does:
+ *      for batch, i:  out[i, :] = 0;  for k: for j: out[i, j] += a[i, k] * b[k, j]
+ *  - otherwise (b transposed: rows of b^T contiguous in k; rank-1 operands;
+ *    integers): the dot form with an accumulator, f64 for floats and i64 for
+ *    integers; for floats the k loop carries a vector hint (a SIMD reduction):
+ *      for batch, i, j:  t = 0;  for k: t += a[i, k] * b[k, j];  out[i, j] = t
  *
- * The accumulator t is f64 for floating-point operands (the reference sums
- * in double, in the same k order, so an f32 matmul rounds to the same f32
- * result) and i64 for integer ones. A transposed operand is handled in its
- * index expression: a^T[i, k] is the stored a[k, i].
+ * A transposed operand is handled in its index expression: a^T[i, k] is the
+ * stored a[k, i].
  */
 #include "ir/kernel.h"
 #include "ir/ops.h"
@@ -45,6 +45,36 @@ static int32_t operand_index(kiln_kb *kb, int32_t buf, const kiln_node *x, bool 
     return kiln_kx_index(kb, buf, nb + 2, idx);
 }
 
+/* The row-update form (float matrices, b not transposed): for each output
+ * row, zero it, then add a[i, k] * b[k, :] for every k. */
+static kiln_status row_update(kiln_kb *kb, const kiln_node *n, const kiln_node *a,
+                              const kiln_node *b, int32_t ab, int32_t bb, int32_t out, int ta,
+                              int64_t M, int64_t K, int64_t N)
+{
+    kiln_dtype t = (kiln_dtype)n->dtype;
+    int nb = n->rank - 2;
+    int32_t oidx[KILN_MAX_RANK];
+    for (int d = 0; d < nb; d++) oidx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+    int32_t i = kiln_kx_var(kb, kiln_kb_loop(kb, M));
+    oidx[nb] = i;
+    oidx[nb + 1] = kiln_kx_var(kb, kiln_kb_loop(kb, N));
+    kiln_kb_store(kb, out, kiln_kx_index(kb, out, n->rank, oidx), kiln_kx_float(kb, 0.0, t));
+    kiln_kb_end(kb);
+    int32_t k = kiln_kx_var(kb, kiln_kb_loop(kb, K));
+    int32_t x = kiln_kx_load(kb, ab, operand_index(kb, ab, a, false, ta, nb, oidx, i, k));
+    int32_t j = kiln_kx_var(kb, kiln_kb_loop(kb, N));
+    oidx[nb + 1] = j;
+    int32_t y = kiln_kx_load(kb, bb, operand_index(kb, bb, b, true, 0, nb, oidx, k, j));
+    int32_t o = kiln_kx_index(kb, out, n->rank, oidx);
+    kiln_kb_store(kb, out, o,
+                  kiln_kx_bin(kb, KX_ADD, kiln_kx_load(kb, out, o), kiln_kx_bin(kb, KX_MUL, x, y)));
+    kiln_kb_end(kb); /* j */
+    kiln_kb_end(kb); /* k */
+    kiln_kb_end(kb); /* i */
+    for (int d = 0; d < nb; d++) kiln_kb_end(kb);
+    return kiln_kb_status(kb);
+}
+
 kiln_status kiln_matmul_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
 {
     const kiln_node *n = &g->nodes[node];
@@ -57,9 +87,11 @@ kiln_status kiln_matmul_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
     int64_t K = amat ? a->shape[a->rank - 1 - ta] : a->shape[0];
     int64_t N = bmat ? b->shape[b->rank - 1 - tb] : 1;
     int nb = n->rank - amat - bmat;
-    kiln_dtype acc_t = kiln_dtype_is_float((kiln_dtype)n->dtype) ? KILN_F64 : KILN_I64;
+    bool is_float = kiln_dtype_is_float((kiln_dtype)n->dtype);
+    kiln_dtype acc_t = is_float ? KILN_F64 : KILN_I64;
 
     int32_t ab = kiln_kb_in(kb, 0), bb = kiln_kb_in(kb, 1), out = kiln_kb_out(kb);
+    if (is_float && amat && bmat && !tb) return row_update(kb, n, a, b, ab, bb, out, ta, M, K, N);
     int32_t acc = kiln_kb_local(kb, acc_t);
 
     /* output index: batch axes, then i (if a is a matrix), then j (if b is) */
@@ -80,6 +112,7 @@ kiln_status kiln_matmul_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
 
     kiln_kb_set(kb, acc, kiln_kx_float(kb, 0.0, acc_t));
     int32_t k = kiln_kx_var(kb, kiln_kb_loop(kb, K));
+    if (is_float) kiln_kb_hint(kb, 1, 0);
     int32_t x = kiln_kx_load(kb, ab, operand_index(kb, ab, a, false, ta, nb, oidx, i, k));
     int32_t y = kiln_kx_load(kb, bb, operand_index(kb, bb, b, true, tb, nb, oidx, k, j));
     int32_t prod = kiln_kx_bin(kb, KX_MUL, kiln_kx_cast(kb, x, acc_t), kiln_kx_cast(kb, y, acc_t));

@@ -131,6 +131,17 @@ void kiln_kb_end(kiln_kb *kb)
     kb->depth--;
 }
 
+void kiln_kb_hint(kiln_kb *kb, int vector, int parallel)
+{
+    if (kb->depth == 0) {
+        fail(kb, KILN_ERR_INTERNAL, "kiln_kb_hint outside a loop");
+        return;
+    }
+    kiln_kstmt *s = &kb->k->stmts[kb->loop[kb->depth - 1]];
+    s->vector = (uint8_t)vector;
+    s->parallel = (uint8_t)parallel;
+}
+
 static bool bad_operand(kiln_kb *kb, int32_t e)
 {
     if (e < 0) {
@@ -410,8 +421,8 @@ static void print_stmts(const kiln_kernel *k, int32_t s, int depth, FILE *f)
         const kiln_kstmt *st = &k->stmts[s];
         fprintf(f, "%*s", 2 * depth + 2, "");
         if (st->kind == KS_LOOP) {
-            fprintf(f, "for i%d in 0..%lld%s\n", st->var, (long long)st->extent,
-                    st->parallel ? " parallel" : "");
+            fprintf(f, "for i%d in 0..%lld%s%s\n", st->var, (long long)st->extent,
+                    st->parallel ? " parallel" : "", st->vector ? " vector" : "");
             print_stmts(k, st->body, depth + 1, f);
         } else if (st->kind == KS_STORE) {
             fprintf(f, "b%d[", st->buf);

@@ -133,6 +133,11 @@ int32_t kiln_kb_in(kiln_kb *kb, int k);
  * its body until the matching kiln_kb_end. */
 int32_t kiln_kb_loop(kiln_kb *kb, int64_t extent);
 void kiln_kb_end(kiln_kb *kb);
+/* Schedule hints on the innermost open loop: `vector` lets its iterations
+ * run in SIMD lanes, sums into locals (t = t + e) reassociated (the C
+ * backend emits `#pragma omp simd reduction(+:t)`); `parallel` marks it for
+ * the thread pool. */
+void kiln_kb_hint(kiln_kb *kb, int vector, int parallel);
 void kiln_kb_store(kiln_kb *kb, int32_t buf, int32_t index, int32_t value);
 int32_t kiln_kb_local(kiln_kb *kb, kiln_dtype t); /* a new local scalar */
 /* A run-time check: when `cond` is false the kernel returns `code` (> 0) and

