@@ -3,10 +3,11 @@
  *
  * Each case builds a small graph (leaves, then the op), runs the reference
  * interpreter on random inputs, lowers the op's node to kernel IR, runs the
- * kernel with the tiny kernel-IR evaluator below on double buffers, and
- * compares. The evaluator also checks that every load and store is in
- * bounds, that only the output is written, and (output buffers start as NaN)
- * that every output element is written.
+ * kernel with the kernel-IR evaluator of tests/kernel_eval.c on double
+ * buffers, and compares. The evaluator type-checks the kernel and checks
+ * that every load and store is in bounds and that only the output is
+ * written; output buffers start as NaN, so every output element must be
+ * written.
  *
  * Sizes 1, 3, 7, 17 and 129 go along every dimension that matters: matmul's
  * M, N and K under all four ta/tb, broadcast batches, rank-1 operands; each
@@ -16,6 +17,7 @@
 #include "ir/graph.h"
 #include "ir/kernel.h"
 #include "ir/ops.h"
+#include "tests/kernel_eval.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,125 +25,6 @@
 
 static const int64_t SIZES[] = {1, 3, 7, 17, 129};
 #define NSIZES 5
-
-/* ---- a kernel-IR evaluator on double buffers ---- */
-
-/* v as the C type of dtype t holds it (what a store or cast does). */
-static double to_dtype(uint8_t t, double v)
-{
-    switch (t) {
-    case KILN_F32: return (double)(float)v;
-    case KILN_F64: return v;
-    case KILN_BOOL: return v != 0.0;
-    default: return isfinite(v) ? trunc(v) : 0.0;
-    }
-}
-
-typedef struct ev {
-    const kiln_kernel *k;
-    double **buf;   /* per kernel buffer */
-    int64_t *numel; /* per kernel buffer */
-    int64_t vars[64];
-    double locals[64];
-    int check;      /* the code of a failed check, 0 if none */
-    char bad[256];  /* the first malformed access, "" if none */
-} ev;
-
-static void ev_bad(ev *c, const char *what, int32_t b, double i)
-{
-    if (!c->bad[0])
-        snprintf(c->bad, sizeof c->bad, "%s of b%d at %.17g (numel %lld)", what, b, i,
-                 (long long)c->numel[b]);
-}
-
-static double ev_expr(ev *c, int32_t e)
-{
-    const kiln_kexpr *x = &c->k->exprs[e];
-    double a = 0, b = 0, r = 0;
-    switch (x->op) {
-    case KX_CONST: return kiln_dtype_is_float((kiln_dtype)x->dtype) ? x->f : (double)x->i;
-    case KX_VAR: return (double)c->vars[x->a];
-    case KX_LOCAL: return c->locals[x->a];
-    case KX_LOAD: {
-        double i = ev_expr(c, x->b);
-        if (i != trunc(i) || i < 0 || i >= (double)c->numel[x->a]) {
-            ev_bad(c, "load", x->a, i);
-            return 0;
-        }
-        return c->buf[x->a][(int64_t)i];
-    }
-    case KX_SELECT: return ev_expr(c, x->a) != 0 ? ev_expr(c, x->b) : ev_expr(c, x->c);
-    case KX_CAST: return to_dtype(x->dtype, ev_expr(c, x->a));
-    default: break;
-    }
-    a = ev_expr(c, x->a);
-    if (x->op >= KX_ADD && x->op <= KX_OR) b = ev_expr(c, x->b);
-    bool fl = kiln_dtype_is_float((kiln_dtype)c->k->exprs[x->a].dtype);
-    switch (x->op) {
-    case KX_ADD: r = a + b; break;
-    case KX_SUB: r = a - b; break;
-    case KX_MUL: r = a * b; break;
-    case KX_DIV: r = fl ? a / b : trunc(a / b); break;
-    case KX_MOD: r = fmod(a, b); break;
-    case KX_MIN: r = isnan(a) || isnan(b) ? NAN : fmin(a, b); break;
-    case KX_MAX: r = isnan(a) || isnan(b) ? NAN : fmax(a, b); break;
-    case KX_POW: r = pow(a, b); break;
-    case KX_LT: r = a < b; break;
-    case KX_LE: r = a <= b; break;
-    case KX_GT: r = a > b; break;
-    case KX_GE: r = a >= b; break;
-    case KX_EQ: r = a == b; break;
-    case KX_NE: r = a != b; break;
-    case KX_AND: r = a != 0 && b != 0; break;
-    case KX_OR: r = a != 0 || b != 0; break;
-    case KX_NEG: r = -a; break;
-    case KX_EXP: r = exp(a); break;
-    case KX_LOG: r = log(a); break;
-    case KX_SQRT: r = sqrt(a); break;
-    case KX_TANH: r = tanh(a); break;
-    case KX_ERF: r = erf(a); break;
-    case KX_ABS: r = fabs(a); break;
-    case KX_LOG1P: r = log1p(a); break;
-    case KX_NOT: r = a == 0; break;
-    case KX_ISNAN: r = isnan(a); break;
-    default: cr_assert_fail("evaluator: unknown expression op %d", x->op);
-    }
-    /* arithmetic in the expression's type, as the emitted C does it */
-    return to_dtype(x->dtype, r);
-}
-
-static void ev_stmts(ev *c, int32_t s)
-{
-    for (; s >= 0 && !c->check && !c->bad[0]; s = c->k->stmts[s].next) {
-        const kiln_kstmt *st = &c->k->stmts[s];
-        switch (st->kind) {
-        case KS_LOOP:
-            for (int64_t v = 0; v < st->extent && !c->check && !c->bad[0]; v++) {
-                c->vars[st->var] = v;
-                ev_stmts(c, st->body);
-            }
-            break;
-        case KS_STORE: {
-            double i = ev_expr(c, st->index);
-            if (!c->k->bufs[st->buf].written) ev_bad(c, "store to an unwritten buffer", st->buf, i);
-            if (i != trunc(i) || i < 0 || i >= (double)c->numel[st->buf]) {
-                ev_bad(c, "store", st->buf, i);
-                break;
-            }
-            c->buf[st->buf][(int64_t)i] =
-                to_dtype(c->k->bufs[st->buf].dtype, ev_expr(c, st->value));
-            break;
-        }
-        case KS_SET:
-            c->locals[st->var] = to_dtype(c->k->local_dtype[st->var], ev_expr(c, st->value));
-            break;
-        case KS_CHECK:
-            if (ev_expr(c, st->value) == 0) c->check = (int)st->index;
-            break;
-        default: cr_assert_fail("evaluator: unknown statement kind %d", st->kind);
-        }
-    }
-}
 
 /* ---- cases ---- */
 
@@ -222,18 +105,12 @@ static void check_node(kiln_graph *g, kiln_value node, double tol)
     cr_assert_eq(st, KILN_OK, "%s: %s", desc, err);
     cr_assert(k, "%s: no kernel", desc);
 
-    ev c = {.k = k};
-    c.buf = calloc((size_t)k->nbufs, sizeof *c.buf);
-    c.numel = calloc((size_t)k->nbufs, sizeof *c.numel);
-    cr_assert(c.buf && c.numel);
-    cr_assert(k->nvars <= 64 && k->nlocals <= 64);
+    keval c;
+    cr_assert(keval_init(&c, k), "%s: out of memory", desc);
     int32_t outbuf = -1;
     for (int32_t b = 0; b < k->nbufs; b++) {
         const kiln_kbuf *kb = &k->bufs[b];
-        int64_t m = kiln_shape_numel(kb->rank, kb->shape);
-        c.numel[b] = m;
-        c.buf[b] = malloc((size_t)(m ? m : 1) * sizeof **c.buf);
-        cr_assert(c.buf[b]);
+        int64_t m = c.len[b];
         if (kb->written) {
             cr_assert_eq(kb->node, node, "%s: the kernel writes %%%d, not its output", desc,
                          kb->node);
@@ -247,9 +124,11 @@ static void check_node(kiln_graph *g, kiln_value node, double tol)
     int64_t m = kiln_node_numel(n);
     if (m > 0) cr_assert(outbuf >= 0, "%s: the kernel writes no output", desc);
 
-    ev_stmts(&c, k->body);
-    cr_assert(!c.bad[0], "%s: %s", desc, c.bad);
-    cr_assert_eq(c.check, 0, "%s: check %d failed", desc, c.check);
+    keval_typecheck(&c);
+    cr_assert(!c.err[0], "%s: %s", desc, c.err);
+    int check = keval_run(&c);
+    cr_assert(!c.err[0], "%s: %s", desc, c.err);
+    cr_assert_eq(check, 0, "%s: check %d failed", desc, check);
 
     const double *want = kiln_interp_value(it, node);
     for (int64_t i = 0; i < m; i++) {
@@ -264,9 +143,7 @@ static void check_node(kiln_graph *g, kiln_value node, double tol)
                       (long long)i, got, want[i], tol);
     }
 
-    for (int32_t b = 0; b < k->nbufs; b++) free(c.buf[b]);
-    free(c.buf);
-    free(c.numel);
+    keval_fini(&c);
     kiln_kernel_free(k);
     kiln_interp_free(it);
     kiln_graph_free(g);

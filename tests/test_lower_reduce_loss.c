@@ -2,14 +2,15 @@
  * softmax, the losses and one_hot (codegen/lower_reduce.c,
  * codegen/lower_loss.c), checked without the C emitter.
  *
- * A small kernel-IR evaluator below runs a kernel on double buffers,
- * rounding every expression to its dtype as the generated C would (f32
- * arithmetic is f64 arithmetic rounded to float, which is exact for + - * /),
- * flagging any load or store outside its buffer, and type-checking the kernel
- * first (the operand dtypes the emitter may rely on). Each case builds a
- * one-op graph, runs it through the reference interpreter and through the
- * lowered kernel, and compares: the same values (NaN where the reference
- * has NaN), or the same failure (a label outside [0, C) is a kernel check).
+ * The kernel-IR evaluator of tests/kernel_eval.c runs a kernel on double
+ * buffers, rounding every expression to its dtype as the generated C would
+ * (f32 arithmetic is f64 arithmetic rounded to float, which is exact for
+ * + - * /), flagging any load or store outside its buffer, and type-checking
+ * the kernel first (the operand dtypes the emitter may rely on). Each case
+ * builds a one-op graph, runs it through the reference interpreter and
+ * through the lowered kernel, and compares: the same values (NaN where the
+ * reference has NaN), or the same failure (a label outside [0, C) is a
+ * kernel check).
  * Sizes 1, 3, 7 and 17 appear along reduced and kept axes.
  *
  * KILN_PRINT_KERNELS=1 prints one kernel of each op, to read by eye. */
@@ -18,9 +19,9 @@
 #include "ir/graph.h"
 #include "ir/kernel.h"
 #include "ir/ops.h"
+#include "tests/kernel_eval.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,203 +36,6 @@ static double urand(void)
     rng ^= rng << 25;
     rng ^= rng >> 27;
     return (double)((rng * 2685821657736338717ull) >> 11) * 0x1.0p-53;
-}
-
-/* ---- the evaluator ---- */
-
-static bool is_int(kiln_dtype t) { return t == KILN_I32 || t == KILN_I64 || t == KILN_U8; }
-
-/* v as dtype t holds it (C's conversions, for the values these tests use). */
-static double round_dt(kiln_dtype t, double v)
-{
-    switch (t) {
-    case KILN_F32: return (double)(float)v;
-    case KILN_F64: return v;
-    case KILN_I32:
-    case KILN_I64: return isfinite(v) ? trunc(v) : 0.0;
-    case KILN_U8: return isfinite(v) ? (double)(uint8_t)(int64_t)trunc(v) : 0.0;
-    case KILN_BOOL: return v != 0.0;
-    default: return v;
-    }
-}
-
-typedef struct kev {
-    const kiln_kernel *k;
-    double **buf;   /* per kernel buffer */
-    int64_t *len;   /* its element count */
-    int64_t *vars;  /* loop variables */
-    double *locals;
-    char err[512];  /* the first problem met; empty if none */
-} kev;
-
-static void kev_fail(kev *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void kev_fail(kev *e, const char *fmt, ...)
-{
-    if (e->err[0]) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, sizeof e->err, fmt, ap);
-    va_end(ap);
-}
-
-static bool is_binary(int op) { return op >= KX_ADD && op <= KX_OR; }
-static bool is_unary(int op) { return op >= KX_NEG && op <= KX_ISNAN; }
-
-/* The typing rules these kernels keep (and the emitter may rely on):
- * arithmetic operands share the result's dtype, comparisons compare one
- * dtype and give bool, AND/OR/NOT/select conditions are bool, math functions
- * and ISNAN take floats, MOD integers, indices are i64, and a store or set
- * gives a value of exactly its buffer's or local's dtype. */
-static void typecheck(kev *e)
-{
-    const kiln_kernel *k = e->k;
-    for (int32_t i = 0; i < k->nexprs; i++) {
-        const kiln_kexpr *x = &k->exprs[i];
-        kiln_dtype t = (kiln_dtype)x->dtype;
-        kiln_dtype ta = is_binary(x->op) || is_unary(x->op) || x->op == KX_CAST
-                            ? (kiln_dtype)k->exprs[x->a].dtype
-                            : t;
-        kiln_dtype tb = is_binary(x->op) ? (kiln_dtype)k->exprs[x->b].dtype : ta;
-        bool ok = true;
-        switch (x->op) {
-        case KX_CONST:
-        case KX_LOCAL: break;
-        case KX_VAR: ok = t == KILN_I64 && x->a < k->nvars; break;
-        case KX_LOAD:
-            ok = x->a < k->nbufs && t == k->bufs[x->a].dtype && k->exprs[x->b].dtype == KILN_I64;
-            break;
-        case KX_AND:
-        case KX_OR: ok = ta == KILN_BOOL && tb == KILN_BOOL && t == KILN_BOOL; break;
-        case KX_NOT: ok = ta == KILN_BOOL && t == KILN_BOOL; break;
-        case KX_ISNAN: ok = kiln_dtype_is_float(ta) && t == KILN_BOOL; break;
-        case KX_MOD: ok = is_int(t) && ta == t && tb == t; break;
-        case KX_SELECT:
-            ok = k->exprs[x->a].dtype == KILN_BOOL && k->exprs[x->b].dtype == t &&
-                 k->exprs[x->c].dtype == t;
-            break;
-        case KX_CAST: ok = ta != t; break;
-        default:
-            if (x->op >= KX_LT && x->op <= KX_NE) ok = ta == tb && t == KILN_BOOL;
-            else if (is_binary(x->op)) ok = ta == t && tb == t;
-            else if (is_unary(x->op)) ok = ta == t && (x->op == KX_NEG || x->op == KX_ABS ||
-                                                       kiln_dtype_is_float(t));
-            else ok = false;
-        }
-        if (!ok) kev_fail(e, "expression %d (op %d, %s) is ill-typed", i, x->op,
-                          kiln_dtype_name(t));
-    }
-    for (int32_t i = 0; i < k->nstmts; i++) {
-        const kiln_kstmt *s = &k->stmts[i];
-        bool ok = true;
-        if (s->kind == KS_STORE)
-            ok = k->exprs[s->index].dtype == KILN_I64 &&
-                 k->exprs[s->value].dtype == k->bufs[s->buf].dtype && k->bufs[s->buf].written;
-        else if (s->kind == KS_SET) ok = k->exprs[s->value].dtype == k->local_dtype[s->var];
-        else if (s->kind == KS_CHECK)
-            ok = k->exprs[s->value].dtype == KILN_BOOL && s->index >= 1 && s->index <= k->nchecks;
-        if (!ok) kev_fail(e, "statement %d (kind %d) is ill-typed", i, s->kind);
-    }
-}
-
-static double ev(kev *e, int32_t id)
-{
-    const kiln_kexpr *x = &e->k->exprs[id];
-    kiln_dtype t = (kiln_dtype)x->dtype;
-    switch (x->op) {
-    case KX_CONST: return kiln_dtype_is_float(t) ? x->f : (double)x->i;
-    case KX_VAR: return (double)e->vars[x->a];
-    case KX_LOCAL: return e->locals[x->a];
-    case KX_LOAD: {
-        int64_t i = (int64_t)ev(e, x->b);
-        if (i < 0 || i >= e->len[x->a]) {
-            kev_fail(e, "load of b%d[%lld], which holds %lld elements", x->a, (long long)i,
-                     (long long)e->len[x->a]);
-            return 0;
-        }
-        return e->buf[x->a][i];
-    }
-    case KX_SELECT: { /* every arm evaluated: vectorised code may load both */
-        double c = ev(e, x->a), a = ev(e, x->b), b = ev(e, x->c);
-        return c != 0 ? a : b;
-    }
-    default: break;
-    }
-    double a = ev(e, x->a), b = is_binary(x->op) ? ev(e, x->b) : 0, r;
-    kiln_dtype ta = (kiln_dtype)e->k->exprs[x->a].dtype;
-    switch (x->op) {
-    case KX_ADD: r = a + b; break;
-    case KX_SUB: r = a - b; break;
-    case KX_MUL: r = a * b; break;
-    case KX_DIV:
-        if (is_int(t) && b == 0) {
-            kev_fail(e, "integer division by zero");
-            r = 0;
-        } else {
-            r = is_int(t) ? trunc(a / b) : a / b;
-        }
-        break;
-    case KX_MOD: r = b == 0 ? 0 : fmod(a, b); break;
-    case KX_MIN: r = isnan(a) || isnan(b) ? NAN : (a < b ? a : b); break;
-    case KX_MAX: r = isnan(a) || isnan(b) ? NAN : (a > b ? a : b); break;
-    case KX_POW: r = pow(a, b); break;
-    case KX_LT: r = a < b; break;
-    case KX_LE: r = a <= b; break;
-    case KX_GT: r = a > b; break;
-    case KX_GE: r = a >= b; break;
-    case KX_EQ: r = a == b; break;
-    case KX_NE: r = a != b; break;
-    case KX_AND: r = a != 0 && b != 0; break;
-    case KX_OR: r = a != 0 || b != 0; break;
-    case KX_NEG: r = -a; break;
-    case KX_EXP: r = exp(a); break;
-    case KX_LOG: r = log(a); break;
-    case KX_SQRT: r = sqrt(a); break;
-    case KX_TANH: r = tanh(a); break;
-    case KX_ERF: r = erf(a); break;
-    case KX_ABS: r = fabs(a); break;
-    case KX_LOG1P: r = log1p(a); break;
-    case KX_NOT: r = a == 0; break;
-    case KX_ISNAN: r = kiln_dtype_is_float(ta) && isnan(a); break;
-    case KX_CAST: r = a; break;
-    default: kev_fail(e, "unknown expression op %d", x->op); r = 0;
-    }
-    return round_dt(t, r);
-}
-
-/* Runs a statement list; 0, or the code of the check that failed. */
-static int run_stmts(kev *e, int32_t s)
-{
-    const kiln_kernel *k = e->k;
-    for (; s >= 0 && !e->err[0]; s = k->stmts[s].next) {
-        const kiln_kstmt *st = &k->stmts[s];
-        switch (st->kind) {
-        case KS_LOOP:
-            for (int64_t v = 0; v < st->extent; v++) {
-                e->vars[st->var] = v;
-                int rc = run_stmts(e, st->body);
-                if (rc) return rc;
-            }
-            break;
-        case KS_STORE: {
-            int64_t i = (int64_t)ev(e, st->index);
-            double v = ev(e, st->value);
-            if (i < 0 || i >= e->len[st->buf]) {
-                kev_fail(e, "store to b%d[%lld], which holds %lld elements", st->buf,
-                         (long long)i, (long long)e->len[st->buf]);
-                break;
-            }
-            e->buf[st->buf][i] = round_dt((kiln_dtype)k->bufs[st->buf].dtype, v);
-            break;
-        }
-        case KS_SET: e->locals[st->var] = round_dt((kiln_dtype)k->local_dtype[st->var],
-                                                   ev(e, st->value)); break;
-        case KS_CHECK:
-            if (ev(e, st->value) == 0) return st->index;
-            break;
-        default: kev_fail(e, "unknown statement kind %d", st->kind);
-        }
-    }
-    return 0;
 }
 
 /* ---- cases: one op on random leaves, interpreter vs kernel ---- */
@@ -253,7 +57,7 @@ static void fill(const leaf *l, double *v, int64_t n)
             continue;
         }
         double u = l->lo + (l->hi - l->lo) * urand();
-        v[i] = is_int(l->t) ? floor(u) : u;
+        v[i] = keval_is_int(l->t) ? floor(u) : u;
         if (kiln_dtype_is_float(l->t) && urand() < l->p_special) {
             double w = urand();
             v[i] = w < 0.4 ? NAN : w < 0.8 ? -INFINITY : INFINITY;
@@ -298,7 +102,7 @@ static int run_case(const char *op, int nin, const leaf *in, int nattrs,
     kiln_value ins[4];
     double *data[4];
     for (int j = 0; j < nin; j++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "x%d", j);
         ins[j] = kiln_input(g, name, in[j].t, in[j].rank, in[j].shape);
         cr_assert_geq(ins[j], 0, "%s: %s", desc, kiln_graph_error(g));
@@ -330,16 +134,13 @@ static int run_case(const char *op, int nin, const leaf *in, int nattrs,
         static char printed[KILN_OP_COUNT];
         if (!printed[g->nodes[node].op]++) kiln_kernel_print(k, stdout);
     }
-    kev e = {.k = k};
-    e.buf = calloc((size_t)k->nbufs, sizeof *e.buf);
-    e.len = calloc((size_t)k->nbufs, sizeof *e.len);
-    e.vars = calloc((size_t)k->nvars + 1, sizeof *e.vars);
-    e.locals = calloc((size_t)k->nlocals + 1, sizeof *e.locals);
+    keval e;
+    cr_assert(keval_init(&e, k), "%s: out of memory", desc);
     int32_t outb = -1;
     for (int32_t b = 0; b < k->nbufs; b++) {
         const kiln_node *bn = &g->nodes[k->bufs[b].node];
-        e.len[b] = kiln_node_numel(bn);
-        e.buf[b] = malloc((size_t)(e.len[b] ? e.len[b] : 1) * sizeof(double));
+        cr_assert_eq(e.len[b], kiln_node_numel(bn), "%s: b%d holds %lld elements, its node %lld",
+                     desc, b, (long long)e.len[b], (long long)kiln_node_numel(bn));
         if (k->bufs[b].written) {
             cr_assert_eq(k->bufs[b].node, node, "%s: the kernel writes b%d, not its output", desc,
                          b);
@@ -352,9 +153,9 @@ static int run_case(const char *op, int nin, const leaf *in, int nattrs,
         }
     }
     cr_assert_geq(outb, 0, "%s: the kernel writes no buffer", desc);
-    typecheck(&e);
+    keval_typecheck(&e);
     cr_assert_eq(e.err[0], 0, "%s: %s", desc, e.err);
-    int rc = run_stmts(&e, k->body);
+    int rc = keval_run(&e);
     cr_assert_eq(e.err[0], 0, "%s: %s", desc, e.err);
 
     if (ref_st) {
@@ -372,11 +173,7 @@ static int run_case(const char *op, int nin, const leaf *in, int nattrs,
                       "%s: element %lld: kernel %.17g, reference %.17g", desc, (long long)i,
                       e.buf[outb][i], ref[i]);
     }
-    for (int32_t b = 0; b < k->nbufs; b++) free(e.buf[b]);
-    free(e.buf);
-    free(e.len);
-    free(e.vars);
-    free(e.locals);
+    keval_fini(&e);
     kiln_kernel_free(k);
     kiln_interp_free(it);
     kiln_graph_free(g);
@@ -436,7 +233,7 @@ static void sweep_reduce(const char *op, const kiln_dtype *dtypes, int ndt)
                 for (int keep = 0; keep < 2; keep++) {
                     kiln_dtype t = dtypes[di];
                     leaf l = t == KILN_U8 ? leaf_of(&shapes[si], t, 0, 256, 0)
-                             : is_int(t)  ? leaf_of(&shapes[si], t, -60, 60, 0)
+                             : keval_is_int(t)  ? leaf_of(&shapes[si], t, -60, 60, 0)
                                           : leaf_of(&shapes[si], t, -3, 3, 0.04);
                     char axes[64], kd[16];
                     axes_attr(axes, sizeof axes, shapes[si].rank, m);
