@@ -19,13 +19,13 @@
  * posix_spawnp, its output captured through a pipe.
  */
 #include "codegen/codegen.h"
+#include "ir/util.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -53,43 +53,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static char *xvasprintf(const char *fmt, va_list ap)
-{
-    va_list aq;
-    va_copy(aq, ap);
-    int n = vsnprintf(NULL, 0, fmt, aq);
-    va_end(aq);
-    if (n < 0) return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s) vsnprintf(s, (size_t)n + 1, fmt, ap);
-    return s;
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = xvasprintf(fmt, ap);
-    va_end(ap);
-    return s;
-}
-
-/* Sets *err (when err is not NULL) and returns st. */
-static kiln_status fail(char **err, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static kiln_status fail(char **err, kiln_status st, const char *fmt, ...)
-{
-    if (err) {
-        free(*err);
-        va_list ap;
-        va_start(ap, fmt);
-        *err = xvasprintf(fmt, ap);
-        va_end(ap);
-    }
-    return st;
 }
 
 /* ---- hashing ---- */
@@ -198,9 +161,9 @@ static bool compiler_init(compiler *c, const kiln_cc_options *opt)
 
 static kiln_status not_found(char **err, const compiler *c)
 {
-    return fail(err, KILN_ERR_NOT_FOUND,
-                "C compiler '%s' not found (set $CC or install gcc: apt-get install gcc)",
-                c->display);
+    return kiln_set_err(err, KILN_ERR_NOT_FOUND,
+                        "C compiler '%s' not found (set $CC or install gcc: apt-get install gcc)",
+                        c->display);
 }
 
 /* The first line of `<cc> --version`, cached per process and compiler.
@@ -310,19 +273,19 @@ static char *cache_dir(const kiln_cc_options *opt, char **err, kiln_status *st)
 {
     if (opt && opt->cache_dir && *opt->cache_dir) return strdup(opt->cache_dir);
     const char *x = getenv("XDG_CACHE_HOME");
-    if (x && *x) return xasprintf("%s/kiln", x);
+    if (x && *x) return kiln_asprintf("%s/kiln", x);
     const char *home = getenv("HOME");
-    if (home && *home) return xasprintf("%s/.cache/kiln", home);
-    *st = fail(err, KILN_ERR_IO,
-               "no cache directory for compiled code: set $XDG_CACHE_HOME or "
-               "$HOME (or the cache_dir option)");
+    if (home && *home) return kiln_asprintf("%s/.cache/kiln", home);
+    *st = kiln_set_err(err, KILN_ERR_IO,
+                       "no cache directory for compiled code: set $XDG_CACHE_HOME or "
+                       "$HOME (or the cache_dir option)");
     return NULL;
 }
 
 /* Writes data to `final` through a temporary file in the same directory. */
 static int write_atomic(const char *dir, const char *key, const char *final, const char *data)
 {
-    char *tmp = xasprintf("%s/.%s.c.XXXXXX", dir, key);
+    char *tmp = kiln_asprintf("%s/.%s.c.XXXXXX", dir, key);
     if (!tmp) return ENOMEM;
     int fd = mkstemp(tmp);
     if (fd < 0) {
@@ -355,13 +318,13 @@ static kiln_status load_so(const char *path, kiln_so **out, char **err)
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
-        return fail(err, KILN_ERR_IO, "cannot load %s: %s", path, e ? e : "dlopen failed");
+        return kiln_set_err(err, KILN_ERR_IO, "cannot load %s: %s", path, e ? e : "dlopen failed");
     }
     kiln_so *so = calloc(1, sizeof *so);
     if (!so || !(so->path = strdup(path))) {
         free(so);
         dlclose(h);
-        return fail(err, KILN_ERR_NOMEM, "out of memory");
+        return kiln_set_err(err, KILN_ERR_NOMEM, "out of memory");
     }
     so->handle = h;
     *out = so;
@@ -372,12 +335,12 @@ static kiln_status load_so(const char *path, kiln_so **out, char **err)
 static kiln_status compile(const compiler *c, const char *dir, const char *key, const char *src,
                            const char *so_path, int verbose, char **err)
 {
-    char *tmp = xasprintf("%s/.%s.so.XXXXXX", dir, key);
-    if (!tmp) return fail(err, KILN_ERR_NOMEM, "out of memory");
+    char *tmp = kiln_asprintf("%s/.%s.so.XXXXXX", dir, key);
+    if (!tmp) return kiln_set_err(err, KILN_ERR_NOMEM, "out of memory");
     int fd = mkstemp(tmp);
     if (fd < 0) {
         kiln_status st =
-            fail(err, KILN_ERR_IO, "cannot create a file in %s: %s", dir, strerror(errno));
+            kiln_set_err(err, KILN_ERR_IO, "cannot create a file in %s: %s", dir, strerror(errno));
         free(tmp);
         return st;
     }
@@ -405,7 +368,7 @@ static kiln_status compile(const compiler *c, const char *dir, const char *key, 
     if (!out) {
         unlink(tmp);
         free(tmp);
-        return fail(err, KILN_ERR_NOMEM, "out of memory");
+        return kiln_set_err(err, KILN_ERR_NOMEM, "out of memory");
     }
     int trunc = 0, status = 0;
     int rc = run_capture(argv, out, MAX_QUOTED + 1, &trunc, &status);
@@ -413,18 +376,21 @@ static kiln_status compile(const compiler *c, const char *dir, const char *key, 
     if (rc == ENOENT || rc == EACCES || rc == ENOTDIR) {
         st = not_found(err, c);
     } else if (rc) {
-        st = fail(err, KILN_ERR_IO, "cannot run the C compiler '%s': %s", c->display, strerror(rc));
+        st = kiln_set_err(err, KILN_ERR_IO, "cannot run the C compiler '%s': %s", c->display,
+                          strerror(rc));
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char how[64];
         if (WIFSIGNALED(status))
             snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
         else
             snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(status));
-        st = fail(err, KILN_ERR_COMPILE,
-                  "C compiler '%s' failed (%s) on the generated source, kept at %s:\n%s%s",
-                  c->display, how, src, out, trunc ? "\n[... compiler output truncated]" : "");
+        st = kiln_set_err(err, KILN_ERR_COMPILE,
+                          "C compiler '%s' failed (%s) on the generated source, kept at %s:\n%s%s",
+                          c->display, how, src, out,
+                          trunc ? "\n[... compiler output truncated]" : "");
     } else if (rename(tmp, so_path) != 0) {
-        st = fail(err, KILN_ERR_IO, "cannot rename %s to %s: %s", tmp, so_path, strerror(errno));
+        st = kiln_set_err(err, KILN_ERR_IO, "cannot rename %s to %s: %s", tmp, so_path,
+                          strerror(errno));
     }
     if (st) unlink(tmp);
     free(out);
@@ -439,13 +405,13 @@ kiln_status kiln_cc_load(const char *source, const kiln_cc_options *opt, kiln_so
     if (err) *err = NULL;
     if (cached) *cached = 0;
     if (seconds) *seconds = 0;
-    if (!out) return fail(err, KILN_ERR_INVALID, "kiln_cc_load: no output handle");
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_cc_load: no output handle");
     *out = NULL;
-    if (!source) return fail(err, KILN_ERR_INVALID, "kiln_cc_load: no source");
+    if (!source) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_cc_load: no source");
     int verbose = opt ? opt->verbose : 0;
 
     compiler c;
-    if (!compiler_init(&c, opt)) return fail(err, KILN_ERR_NOMEM, "out of memory");
+    if (!compiler_init(&c, opt)) return kiln_set_err(err, KILN_ERR_NOMEM, "out of memory");
     kiln_status st = KILN_OK;
     char *dir = NULL, *key_c = NULL, *key_so = NULL;
     char version[256] = "";
@@ -455,7 +421,8 @@ kiln_status kiln_cc_load(const char *source, const kiln_cc_options *opt, kiln_so
         goto done;
     }
     if (rc) {
-        st = fail(err, KILN_ERR_IO, "cannot run the C compiler '%s': %s", c.display, strerror(rc));
+        st = kiln_set_err(err, KILN_ERR_IO, "cannot run the C compiler '%s': %s", c.display,
+                          strerror(rc));
         goto done;
     }
     pthread_once(&cpu_once, cpu_identity);
@@ -474,17 +441,18 @@ kiln_status kiln_cc_load(const char *source, const kiln_cc_options *opt, kiln_so
     snprintf(key, sizeof key, "%016llx", (unsigned long long)h);
 
     if (!(dir = cache_dir(opt, err, &st))) {
-        if (!st) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+        if (!st) st = kiln_set_err(err, KILN_ERR_NOMEM, "out of memory");
         goto done;
     }
     if ((rc = mkdir_p(dir))) {
-        st = fail(err, KILN_ERR_IO, "cannot create the cache directory %s: %s", dir, strerror(rc));
+        st = kiln_set_err(err, KILN_ERR_IO, "cannot create the cache directory %s: %s", dir,
+                          strerror(rc));
         goto done;
     }
-    key_c = xasprintf("%s/%s.c", dir, key);
-    key_so = xasprintf("%s/%s.so", dir, key);
+    key_c = kiln_asprintf("%s/%s.c", dir, key);
+    key_so = kiln_asprintf("%s/%s.so", dir, key);
     if (!key_c || !key_so) {
-        st = fail(err, KILN_ERR_NOMEM, "out of memory");
+        st = kiln_set_err(err, KILN_ERR_NOMEM, "out of memory");
         goto done;
     }
 
@@ -501,7 +469,7 @@ kiln_status kiln_cc_load(const char *source, const kiln_cc_options *opt, kiln_so
     }
 
     if ((rc = write_atomic(dir, key, key_c, source))) {
-        st = fail(err, KILN_ERR_IO, "cannot write %s: %s", key_c, strerror(rc));
+        st = kiln_set_err(err, KILN_ERR_IO, "cannot write %s: %s", key_c, strerror(rc));
         goto done;
     }
     if ((st = compile(&c, dir, key, key_c, key_so, verbose, err))) goto done;

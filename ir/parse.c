@@ -26,6 +26,7 @@
  */
 #include "ir/graph.h"
 #include "ir/ops.h"
+#include "ir/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -62,18 +63,6 @@ typedef struct parser {
 
 /* ---- errors ---- */
 
-static char *vformat(const char *fmt, va_list ap)
-{
-    va_list ap2;
-    va_copy(ap2, ap);
-    int len = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (len < 0) return NULL;
-    char *s = malloc((size_t)len + 1);
-    if (s) vsnprintf(s, (size_t)len + 1, fmt, ap);
-    return s;
-}
-
 /* Records the first error: "file:line:col: error: msg", the line, a caret. */
 static kiln_status errorf(parser *P, pos at, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -83,7 +72,7 @@ static kiln_status errorf(parser *P, pos at, kiln_status st, const char *fmt, ..
     P->st = st;
     va_list ap;
     va_start(ap, fmt);
-    char *msg = vformat(fmt, ap);
+    char *msg = kiln_vasprintf(fmt, ap);
     va_end(ap);
     if (!msg) return st;
     size_t linelen = strcspn(at.ls, "\n");

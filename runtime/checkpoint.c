@@ -9,36 +9,14 @@
 #include "kiln/kiln.h"
 #include "kiln/checkpoint.h"
 #include "runtime/safetensors.h"
+#include "ir/util.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static kiln_status failf(char **err, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static kiln_status failf(char **err, kiln_status st, const char *fmt, ...)
-{
-    if (!err) return st;
-    free(*err);
-    *err = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return st;
-    char *m = malloc((size_t)n + 1);
-    if (!m) return st;
-    va_start(ap, fmt);
-    vsnprintf(m, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    *err = m;
-    return st;
-}
 
 /* ---- metadata ----------------------------------------------------------- */
 
@@ -168,7 +146,7 @@ static kiln_status meta_from_file(kiln_checkpoint_meta *m, const kiln_safetensor
 kiln_status kiln_checkpoint_read_meta(const char *path, kiln_checkpoint_meta **out, char **err)
 {
     if (err) *err = NULL;
-    if (!out) return failf(err, KILN_ERR_INVALID, "kiln_checkpoint_read_meta: out is NULL");
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_checkpoint_read_meta: out is NULL");
     *out = NULL;
     kiln_safetensors *st;
     kiln_status s = kiln_safetensors_open(path, &st, err);
@@ -178,7 +156,7 @@ kiln_status kiln_checkpoint_read_meta(const char *path, kiln_checkpoint_meta **o
     kiln_safetensors_close(st);
     if (s) {
         kiln_checkpoint_meta_free(m);
-        return failf(err, s, "%s: out of memory", path);
+        return kiln_set_err(err, s, "%s: out of memory", path);
     }
     *out = m;
     return KILN_OK;
@@ -227,13 +205,13 @@ static kiln_status program_tensors(kiln_program *p, ptensor **out, int *n, char 
     int count = kiln_program_num_tensors(p);
     if (count < 0) count = 0;
     ptensor *t = malloc((size_t)(count ? count : 1) * sizeof *t);
-    if (!t) return failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+    if (!t) return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
     int k = 0;
     for (int i = 0; i < count; i++) {
         kiln_status s = kiln_program_tensor(p, i, &t[k].info);
         if (s) {
             free(t);
-            return failf(err, s, "%s: cannot list tensor %d of the program", path, i);
+            return kiln_set_err(err, s, "%s: cannot list tensor %d of the program", path, i);
         }
         if (t[k].info.name) k++;
     }
@@ -265,8 +243,9 @@ kiln_status kiln_save_ex(kiln_program *p, const char *path, int with_state,
                          const kiln_checkpoint_meta *meta, char **err)
 {
     if (err) *err = NULL;
-    if (!p || !path) return failf(err, KILN_ERR_INVALID, "kiln_save: %s is NULL",
-                                  !p ? "the program" : "the path");
+    if (!p || !path)
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_save: %s is NULL",
+                            !p ? "the program" : "the path");
     ptensor *pt;
     int n;
     kiln_status s = program_tensors(p, &pt, &n, err, path);
@@ -275,7 +254,7 @@ kiln_status kiln_save_ex(kiln_program *p, const char *path, int with_state,
     int nm = kiln_checkpoint_meta_count(meta);
     const char **kv = malloc((size_t)(2 * nm + 2) * sizeof *kv);
     if (!t || !kv) {
-        s = failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        s = kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     int k = 0;
@@ -285,8 +264,8 @@ kiln_status kiln_save_ex(kiln_program *p, const char *path, int with_state,
         kiln_tensor_info d;
         void *data = kiln_program_data(p, info->name, &d);
         if (!data && info->bytes) {
-            s = failf(err, KILN_ERR_INTERNAL, "%s: the program has no storage for tensor '%s'",
-                      path, info->name);
+            s = kiln_set_err(err, KILN_ERR_INTERNAL,
+                             "%s: the program has no storage for tensor '%s'", path, info->name);
             goto done;
         }
         t[k].name = info->name;
@@ -364,8 +343,9 @@ kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int 
                          kiln_checkpoint_meta *meta_out, char **err)
 {
     if (err) *err = NULL;
-    if (!p || !path) return failf(err, KILN_ERR_INVALID, "kiln_load: %s is NULL",
-                                  !p ? "the program" : "the path");
+    if (!p || !path)
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_load: %s is NULL",
+                            !p ? "the program" : "the path");
     kiln_safetensors *st;
     kiln_status s = kiln_safetensors_open(path, &st, err);
     if (s) return s;
@@ -381,7 +361,7 @@ kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int 
     missing = calloc(1, sizeof *missing);
     unexpected = calloc(1, sizeof *unexpected);
     if (!src || !used || !missing || !unexpected) {
-        s = failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        s = kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     char a[256], b[256];
@@ -399,23 +379,26 @@ kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int 
         bool same = f->dtype == info->dtype && f->rank == info->rank;
         for (int k = 0; same && k < f->rank; k++) same = f->shape[k] == info->shape[k];
         if (!f->supported) {
-            s = failf(err, KILN_ERR_UNSUPPORTED,
-                      "%s: tensor '%s' is %s in the file; kiln cannot load %s tensors yet (the "
-                      "program's is %s)", path, info->name,
-                      describe(a, sizeof a, f->dtype_str, f->rank, f->shape), f->dtype_str,
-                      describe(b, sizeof b, dtype_str(info->dtype), info->rank, info->shape));
+            s = kiln_set_err(
+                err, KILN_ERR_UNSUPPORTED,
+                "%s: tensor '%s' is %s in the file; kiln cannot load %s tensors yet (the "
+                "program's is %s)",
+                path, info->name, describe(a, sizeof a, f->dtype_str, f->rank, f->shape),
+                f->dtype_str,
+                describe(b, sizeof b, dtype_str(info->dtype), info->rank, info->shape));
             goto done;
         }
         if (!same) {
-            s = failf(err, KILN_ERR_SHAPE, "%s: tensor '%s' is %s in the file but %s in the program",
-                      path, info->name, describe(a, sizeof a, f->dtype_str, f->rank, f->shape),
-                      describe(b, sizeof b, dtype_str(info->dtype), info->rank, info->shape));
+            s = kiln_set_err(
+                err, KILN_ERR_SHAPE, "%s: tensor '%s' is %s in the file but %s in the program",
+                path, info->name, describe(a, sizeof a, f->dtype_str, f->rank, f->shape),
+                describe(b, sizeof b, dtype_str(info->dtype), info->rank, info->shape));
             goto done;
         }
         if (f->bytes != info->bytes) {
-            s = failf(err, KILN_ERR_INTERNAL,
-                      "%s: tensor '%s' is %zu bytes in the file but %zu in the program", path,
-                      info->name, f->bytes, info->bytes);
+            s = kiln_set_err(err, KILN_ERR_INTERNAL,
+                             "%s: tensor '%s' is %zu bytes in the file but %zu in the program",
+                             path, info->name, f->bytes, info->bytes);
             goto done;
         }
         src[i] = j;
@@ -436,8 +419,8 @@ kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int 
                 snprintf(m2, sizeof m2, "%d tensor%s in the file %s not in the program: %s",
                          unexpected->n, unexpected->n == 1 ? "" : "s",
                          unexpected->n == 1 ? "is" : "are", namelist_str(unexpected));
-            s = failf(err, KILN_ERR_NOT_FOUND, "%s: %s%s%s", path, m1,
-                      missing->n && unexpected->n ? "; " : "", m2);
+            s = kiln_set_err(err, KILN_ERR_NOT_FOUND, "%s: %s%s%s", path, m1,
+                             missing->n && unexpected->n ? "; " : "", m2);
             goto done;
         }
     }
@@ -447,14 +430,15 @@ kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int 
         kiln_tensor_info d;
         void *data = kiln_program_data(p, pt[i].info.name, &d);
         if (!data && pt[i].info.bytes) {
-            s = failf(err, KILN_ERR_INTERNAL, "%s: the program has no storage for tensor '%s'",
-                      path, pt[i].info.name);
+            s = kiln_set_err(err, KILN_ERR_INTERNAL,
+                             "%s: the program has no storage for tensor '%s'", path,
+                             pt[i].info.name);
             goto done;
         }
         if ((s = kiln_safetensors_read(st, src[i], data, pt[i].info.bytes, err))) goto done;
     }
     if (meta_out && (s = meta_from_file(meta_out, st)))
-        s = failf(err, s, "%s: out of memory", path);
+        s = kiln_set_err(err, s, "%s: out of memory", path);
 done:
     free(src);
     free(used);

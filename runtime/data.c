@@ -15,37 +15,13 @@
  */
 #include "runtime/idx.h"
 #include "runtime/npy.h"
+#include "ir/util.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* ---- messages ------------------------------------------------------------ */
-
-static kiln_status set_err(char **err, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static kiln_status set_err(char **err, kiln_status st, const char *fmt, ...)
-{
-    if (!err) return st;
-    free(*err);
-    *err = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return st;
-    char *m = malloc((size_t)n + 1);
-    if (!m) return st;
-    va_start(ap, fmt);
-    vsnprintf(m, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    *err = m;
-    return st;
-}
 
 /* ---- construction -------------------------------------------------------- */
 
@@ -71,17 +47,18 @@ static kiln_status dataset_new(int64_t n, int x_rank, const int64_t *x_shape, ki
                                char **err, const char *what)
 {
     *out = NULL;
-    if (n < 0) return set_err(err, KILN_ERR_INVALID, "%s: negative sample count %lld", what,
-                              (long long)n);
+    if (n < 0)
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: negative sample count %lld", what,
+                            (long long)n);
     if (x_rank < 0 || x_rank >= KILN_MAX_RANK || y_rank < 0 || y_rank >= KILN_MAX_RANK)
-        return set_err(err, KILN_ERR_UNSUPPORTED, "%s: rank above %d", what, KILN_MAX_RANK);
+        return kiln_set_err(err, KILN_ERR_UNSUPPORTED, "%s: rank above %d", what, KILN_MAX_RANK);
     int64_t xn = sample_numel(x_rank, x_shape), yn = sample_numel(y_rank, y_shape);
     if (xn < 0 || yn < 0 || (xn && n > MAX_BYTES / 8 / xn) || (yn && n > MAX_BYTES / 8 / yn))
-        return set_err(err, KILN_ERR_INVALID, "%s: shape overflow", what);
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: shape overflow", what);
     if ((uint64_t)(n * xn) > (uint64_t)SIZE_MAX / 8 || (uint64_t)(n * yn) > (uint64_t)SIZE_MAX / 8)
-        return set_err(err, KILN_ERR_NOMEM, "%s: too large for this machine", what);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: too large for this machine", what);
     kiln_dataset *d = calloc(1, sizeof *d);
-    if (!d) return set_err(err, KILN_ERR_NOMEM, "%s: out of memory", what);
+    if (!d) return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", what);
     d->n = n;
     d->x_rank = x_rank;
     if (x_rank) memcpy(d->x_shape, x_shape, (size_t)x_rank * sizeof *x_shape);
@@ -95,8 +72,8 @@ static kiln_status dataset_new(int64_t n, int x_rank, const int64_t *x_shape, ki
     d->y = malloc((size_t)(n * yn) * 4 + 1);
     if (!d->x || !d->y) {
         kiln_dataset_free(d);
-        return set_err(err, KILN_ERR_NOMEM, "%s: out of memory (%lld samples)", what,
-                       (long long)n);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory (%lld samples)", what,
+                            (long long)n);
     }
     *out = d;
     return KILN_OK;
@@ -116,22 +93,22 @@ kiln_status kiln_dataset_load_idx(const char *images, const char *labels, kiln_d
                                   char **err)
 {
     if (err) *err = NULL;
-    if (!out) return set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_idx: out is NULL");
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_idx: out is NULL");
     *out = NULL;
     if (!images || !labels)
-        return set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_idx: a path is NULL");
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_idx: a path is NULL");
     char msg[1024];
     kiln_idx im, lb;
     kiln_status st = kiln_idx_load(images, KILN_IDX_MAGIC_IMAGES, &im, msg, sizeof msg);
-    if (st) return set_err(err, st, "%s", msg);
+    if (st) return kiln_set_err(err, st, "%s", msg);
     st = kiln_idx_load(labels, KILN_IDX_MAGIC_LABELS, &lb, msg, sizeof msg);
     if (st) {
         kiln_idx_free(&im);
-        return set_err(err, st, "%s", msg);
+        return kiln_set_err(err, st, "%s", msg);
     }
     if (im.dims[0] != lb.dims[0]) {
-        st = set_err(err, KILN_ERR_CORRUPT, "%s holds %lld images but %s holds %lld labels",
-                     images, (long long)im.dims[0], labels, (long long)lb.dims[0]);
+        st = kiln_set_err(err, KILN_ERR_CORRUPT, "%s holds %lld images but %s holds %lld labels",
+                          images, (long long)im.dims[0], labels, (long long)lb.dims[0]);
         kiln_idx_free(&im);
         kiln_idx_free(&lb);
         return st;
@@ -201,7 +178,7 @@ kiln_status kiln_dataset_fashion_mnist(const char *dir, int train, kiln_dataset 
                                        char **err)
 {
     if (err) *err = NULL;
-    if (!out) return set_err(err, KILN_ERR_INVALID, "kiln_dataset_fashion_mnist: out is NULL");
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_dataset_fashion_mnist: out is NULL");
     *out = NULL;
     char *found = NULL;
     if (!dir) {
@@ -216,10 +193,10 @@ kiln_status kiln_dataset_fashion_mnist(const char *dir, int train, kiln_dataset 
     char *labels = find_idx(dir, name);
     kiln_status st;
     if (!images || !labels)
-        st = set_err(err, KILN_ERR_NOT_FOUND,
-                     "Fashion-MNIST not found in %s: install Debian's dataset-fashion-mnist "
-                     "(apt-get install dataset-fashion-mnist) or pass --data DIR",
-                     dir);
+        st = kiln_set_err(err, KILN_ERR_NOT_FOUND,
+                          "Fashion-MNIST not found in %s: install Debian's dataset-fashion-mnist "
+                          "(apt-get install dataset-fashion-mnist) or pass --data DIR",
+                          dir);
     else
         st = kiln_dataset_load_idx(images, labels, out, err);
     free(images);
@@ -290,27 +267,27 @@ kiln_status kiln_dataset_load_npy(const char *x_path, const char *y_path, kiln_d
                                   char **err)
 {
     if (err) *err = NULL;
-    if (!out) return set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_npy: out is NULL");
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_npy: out is NULL");
     *out = NULL;
     if (!x_path || !y_path)
-        return set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_npy: a path is NULL");
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_dataset_load_npy: a path is NULL");
     char msg[1024];
     kiln_npy x, y;
     kiln_status st = kiln_npy_load(x_path, &x, msg, sizeof msg);
-    if (st) return set_err(err, st, "%s", msg);
+    if (st) return kiln_set_err(err, st, "%s", msg);
     st = kiln_npy_load(y_path, &y, msg, sizeof msg);
     if (st) {
         kiln_npy_free(&x);
-        return set_err(err, st, "%s", msg);
+        return kiln_set_err(err, st, "%s", msg);
     }
     kiln_dataset *d = NULL;
     if (x.rank < 1)
-        st = set_err(err, KILN_ERR_SHAPE, "%s: x must have a sample axis, not rank 0", x_path);
+        st = kiln_set_err(err, KILN_ERR_SHAPE, "%s: x must have a sample axis, not rank 0", x_path);
     else if (y.rank < 1)
-        st = set_err(err, KILN_ERR_SHAPE, "%s: y must have a sample axis, not rank 0", y_path);
+        st = kiln_set_err(err, KILN_ERR_SHAPE, "%s: y must have a sample axis, not rank 0", y_path);
     else if (x.shape[0] != y.shape[0])
-        st = set_err(err, KILN_ERR_CORRUPT, "%s holds %lld samples but %s holds %lld", x_path,
-                     (long long)x.shape[0], y_path, (long long)y.shape[0]);
+        st = kiln_set_err(err, KILN_ERR_CORRUPT, "%s holds %lld samples but %s holds %lld", x_path,
+                          (long long)x.shape[0], y_path, (long long)y.shape[0]);
     else
         st = dataset_new(x.shape[0], x.rank - 1, x.shape + 1,
                          is_int_dtype(y.dtype) ? KILN_I32 : KILN_F32, y.rank - 1, y.shape + 1,
@@ -322,9 +299,9 @@ kiln_status kiln_dataset_load_npy(const char *x_path, const char *y_path, kiln_d
             for (int64_t k = 0; k < y.numel; k++) {
                 int64_t v = npy_int_at(&y, k);
                 if (v < INT32_MIN || v > INT32_MAX) {
-                    st = set_err(err, KILN_ERR_UNSUPPORTED,
-                                 "%s: label %lld at element %lld does not fit in i32", y_path,
-                                 (long long)v, (long long)k);
+                    st = kiln_set_err(err, KILN_ERR_UNSUPPORTED,
+                                      "%s: label %lld at element %lld does not fit in i32", y_path,
+                                      (long long)v, (long long)k);
                     break;
                 }
                 yi[k] = (int32_t)v;
@@ -352,21 +329,21 @@ kiln_status kiln_dataset_from_arrays(const float *x, int x_rank, const int64_t *
 {
     static const char *what = "kiln_dataset_from_arrays";
     if (err) *err = NULL;
-    if (!out) return set_err(err, KILN_ERR_INVALID, "%s: out is NULL", what);
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "%s: out is NULL", what);
     *out = NULL;
     if (x_rank < 1 || x_rank > KILN_MAX_RANK || !x_shape)
-        return set_err(err, KILN_ERR_INVALID, "%s: x rank %d (must be 1 to %d)", what, x_rank,
-                       KILN_MAX_RANK);
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: x rank %d (must be 1 to %d)", what, x_rank,
+                            KILN_MAX_RANK);
     if (y_rank < 1 || y_rank > KILN_MAX_RANK || !y_shape)
-        return set_err(err, KILN_ERR_INVALID, "%s: y rank %d (must be 1 to %d)", what, y_rank,
-                       KILN_MAX_RANK);
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: y rank %d (must be 1 to %d)", what, y_rank,
+                            KILN_MAX_RANK);
     if (y_dtype != KILN_I32 && y_dtype != KILN_F32)
-        return set_err(err, KILN_ERR_INVALID, "%s: y dtype %s (must be i32 or f32)", what,
-                       (unsigned)y_dtype < KILN_DTYPE_COUNT ? kiln_dtype_name(y_dtype)
-                                                            : "(invalid)");
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: y dtype %s (must be i32 or f32)", what,
+                            (unsigned)y_dtype < KILN_DTYPE_COUNT ? kiln_dtype_name(y_dtype)
+                                                                 : "(invalid)");
     if (x_shape[0] != y_shape[0])
-        return set_err(err, KILN_ERR_SHAPE, "%s: x has %lld samples but y has %lld", what,
-                       (long long)x_shape[0], (long long)y_shape[0]);
+        return kiln_set_err(err, KILN_ERR_SHAPE, "%s: x has %lld samples but y has %lld", what,
+                            (long long)x_shape[0], (long long)y_shape[0]);
     kiln_dataset *d;
     kiln_status st = dataset_new(x_shape[0], x_rank - 1, x_shape + 1, y_dtype, y_rank - 1,
                                  y_shape + 1, &d, err, what);
@@ -374,7 +351,7 @@ kiln_status kiln_dataset_from_arrays(const float *x, int x_rank, const int64_t *
     size_t xb = (size_t)(d->n * d->x_numel) * sizeof(float), yb = (size_t)(d->n * d->y_numel) * 4;
     if ((xb && !x) || (yb && !y)) {
         kiln_dataset_free(d);
-        return set_err(err, KILN_ERR_INVALID, "%s: %s is NULL", what, xb && !x ? "x" : "y");
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: %s is NULL", what, xb && !x ? "x" : "y");
     }
     if (xb) memcpy(d->x, x, xb);
     if (yb) memcpy(d->y, y, yb);

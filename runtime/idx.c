@@ -9,32 +9,16 @@
  * header promises), so a header that lies costs at most the file's size.
  */
 #include "runtime/idx.h"
+#include "ir/util.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #define IDX_CHUNK (4u << 20) /* bytes read per gzread call */
-
-static kiln_status fail(char *err, size_t errlen, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static kiln_status fail(char *err, size_t errlen, kiln_status st, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 /* Reads up to len bytes; returns how many were read (short at the end of
  * the data) or -1 after a zlib or system error. */
@@ -61,8 +45,11 @@ static kiln_status read_error(gzFile gz, const char *path, char *err, size_t err
     switch (errnum) {
     case Z_OK:
     case Z_BUF_ERROR: return KILN_OK; /* the caller reports the truncation */
-    case Z_ERRNO: return fail(err, errlen, KILN_ERR_IO, "%s: read error: %s", path, strerror(errno));
-    case Z_MEM_ERROR: return fail(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
+    case Z_ERRNO:
+        return kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: read error: %s", path,
+                               strerror(errno));
+    case Z_MEM_ERROR:
+        return kiln_set_errbuf(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
     default:
         /* zlib prefixes its message with the name it was opened under,
          * "<fd:N>: " after gzdopen; the path is ours to give. */
@@ -70,8 +57,8 @@ static kiln_status read_error(gzFile gz, const char *path, char *err, size_t err
             const char *colon = strstr(msg, ": ");
             if (colon) msg = colon + 2;
         }
-        return fail(err, errlen, KILN_ERR_CORRUPT, "%s: broken gzip data: %s", path,
-                    msg && *msg ? msg : "unknown zlib error");
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT, "%s: broken gzip data: %s", path,
+                               msg && *msg ? msg : "unknown zlib error");
     }
 }
 
@@ -107,15 +94,16 @@ static kiln_status load_gz(gzFile gz, const char *path, uint32_t magic, kiln_idx
     if (got >= 4) {
         uint32_t m = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
         if (m != magic)
-            return fail(err, errlen, KILN_ERR_CORRUPT,
-                        "%s: bad magic 0x%08x (expected 0x%08x, an idx file of %s)", path,
-                        (unsigned)m, (unsigned)magic, kind_of(magic));
+            return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                                   "%s: bad magic 0x%08x (expected 0x%08x, an idx file of %s)",
+                                   path, (unsigned)m, (unsigned)magic, kind_of(magic));
     }
     if (got < hlen) {
         kiln_status st = read_error(gz, path, err, errlen);
         if (st) return st;
-        return fail(err, errlen, KILN_ERR_CORRUPT, "%s: truncated header: %lld of %d bytes",
-                    path, (long long)got, hlen);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: truncated header: %lld of %d bytes", path, (long long)got,
+                               hlen);
     }
     out->rank = rank;
     /* At most 2^62 elements, so that numel * sizeof(float) stays far inside
@@ -127,8 +115,8 @@ static kiln_status load_gz(gzFile gz, const char *path, uint32_t magic, kiln_idx
         const unsigned char *p = h + 4 + 4 * k;
         uint32_t v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
         if (v == 0)
-            return fail(err, errlen, KILN_ERR_CORRUPT, "%s: size %d in the header is 0", path,
-                        k);
+            return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT, "%s: size %d in the header is 0",
+                                   path, k);
         out->dims[k] = v;
         if (numel > limit / v) {
             char sizes[64];
@@ -139,8 +127,8 @@ static kiln_status load_gz(gzFile gz, const char *path, uint32_t magic, kiln_idx
                 n += snprintf(sizes + n, sizeof sizes - (size_t)n, j ? " x %u" : "%u",
                               (unsigned)w);
             }
-            return fail(err, errlen, KILN_ERR_CORRUPT, "%s: sizes %s in the header overflow",
-                        path, sizes);
+            return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                                   "%s: sizes %s in the header overflow", path, sizes);
         }
         numel *= v;
     }
@@ -157,8 +145,8 @@ static kiln_status load_gz(gzFile gz, const char *path, uint32_t magic, kiln_idx
             unsigned char *nb = realloc(buf, (size_t)ncap);
             if (!nb) {
                 free(buf);
-                return fail(err, errlen, KILN_ERR_NOMEM, "%s: out of memory (%lld bytes)", path,
-                            (long long)ncap);
+                return kiln_set_errbuf(err, errlen, KILN_ERR_NOMEM,
+                                       "%s: out of memory (%lld bytes)", path, (long long)ncap);
             }
             buf = nb;
             cap = ncap;
@@ -181,9 +169,9 @@ static kiln_status load_gz(gzFile gz, const char *path, uint32_t magic, kiln_idx
         if (st) return st;
         char what[128];
         describe(out, magic, what, sizeof what);
-        return fail(err, errlen, KILN_ERR_CORRUPT,
-                    "%s: truncated: %s need %lld bytes of data, the file holds %lld", path, what,
-                    (long long)need, (long long)have);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: truncated: %s need %lld bytes of data, the file holds %lld",
+                               path, what, (long long)need, (long long)have);
     }
     unsigned char extra;
     int r = gzread(gz, &extra, 1);
@@ -192,9 +180,9 @@ static kiln_status load_gz(gzFile gz, const char *path, uint32_t magic, kiln_idx
         if (!st) {
             char what[128];
             describe(out, magic, what, sizeof what);
-            st = fail(err, errlen, KILN_ERR_CORRUPT,
-                      "%s: unexpected data after %s (%lld bytes of data)", path, what,
-                      (long long)need);
+            st = kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                                 "%s: unexpected data after %s (%lld bytes of data)", path, what,
+                                 (long long)need);
         }
         free(buf);
         return st;
@@ -207,28 +195,22 @@ kiln_status kiln_idx_load(const char *path, uint32_t magic, kiln_idx *out, char 
                           size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    if (!out) return fail(err, errlen, KILN_ERR_INVALID, "kiln_idx_load: out is NULL");
+    if (!out) return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "kiln_idx_load: out is NULL");
     memset(out, 0, sizeof *out);
-    if (!path) return fail(err, errlen, KILN_ERR_INVALID, "kiln_idx_load: path is NULL");
+    if (!path) return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "kiln_idx_load: path is NULL");
     if (magic != KILN_IDX_MAGIC_IMAGES && magic != KILN_IDX_MAGIC_LABELS)
-        return fail(err, errlen, KILN_ERR_INVALID, "%s: kiln_idx_load: unknown magic 0x%08x",
-                    path, (unsigned)magic);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return fail(err, errlen, KILN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return fail(err, errlen, KILN_ERR_IO, "%s: not a regular file", path);
-    }
+        return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID,
+                               "%s: kiln_idx_load: unknown magic 0x%08x", path, (unsigned)magic);
+    const char *why;
+    int e;
+    int fd = kiln_open_regular(path, NULL, &why, &e);
+    if (fd < 0)
+        return e ? kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: %s: %s", path, why, strerror(e))
+                 : kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: %s", path, why);
     gzFile gz = gzdopen(fd, "rb");
     if (!gz) {
         close(fd);
-        return fail(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
     }
     gzbuffer(gz, 1u << 17);
     kiln_status st = load_gz(gz, path, magic, out, err, errlen);

@@ -12,51 +12,17 @@
  * file size before anything is allocated for it.
  */
 #include "runtime/npy.h"
+#include "ir/util.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static const unsigned char NPY_MAGIC[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-
-static kiln_status fail(char *err, size_t errlen, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static kiln_status fail(char *err, size_t errlen, kiln_status st, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
-static bool host_is_big_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 0;
-}
-
-static void byteswap(void *data, int64_t n, size_t size)
-{
-    unsigned char *p = data;
-    for (int64_t i = 0; i < n; i++, p += size)
-        for (size_t a = 0, b = size - 1; a < b; a++, b--) {
-            unsigned char t = p[a];
-            p[a] = p[b];
-            p[b] = t;
-        }
-}
 
 const char *kiln_npy_descr(kiln_dtype t)
 {
@@ -90,9 +56,9 @@ static void hskip(hdr *h)
 
 static kiln_status hbad(hdr *h, const char *what)
 {
-    return fail(h->err, h->errlen, KILN_ERR_CORRUPT,
-                "%s: unparsable header: %s at byte %zu of the header%s", h->path, what, h->i,
-                h->i >= h->n ? " (its end)" : "");
+    return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_CORRUPT,
+                           "%s: unparsable header: %s at byte %zu of the header%s", h->path, what,
+                           h->i, h->i >= h->n ? " (its end)" : "");
 }
 
 static bool hpeek(hdr *h, char c) { return h->i < h->n && h->s[h->i] == c; }
@@ -141,26 +107,26 @@ static kiln_status hshape(hdr *h, int *rank, int64_t *shape)
     while (!hpeek(h, ')')) {
         if (h->i >= h->n || h->s[h->i] < '0' || h->s[h->i] > '9') {
             if (hpeek(h, '-'))
-                return fail(h->err, h->errlen, KILN_ERR_CORRUPT,
-                            "%s: negative dimension in shape at byte %zu of the header",
-                            h->path, h->i);
+                return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_CORRUPT,
+                                       "%s: negative dimension in shape at byte %zu of the header",
+                                       h->path, h->i);
             return hbad(h, "expected a dimension in the shape");
         }
         int64_t d = 0;
         while (h->i < h->n && h->s[h->i] >= '0' && h->s[h->i] <= '9') {
             int digit = h->s[h->i] - '0';
             if (d > (INT64_MAX - digit) / 10)
-                return fail(h->err, h->errlen, KILN_ERR_CORRUPT,
-                            "%s: shape overflow: dimension %d does not fit in 64 bits", h->path,
-                            r);
+                return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_CORRUPT,
+                                       "%s: shape overflow: dimension %d does not fit in 64 bits",
+                                       h->path, r);
             d = d * 10 + digit;
             h->i++;
         }
         if (hpeek(h, 'L')) h->i++;
         if (r >= KILN_MAX_RANK)
-            return fail(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
-                        "%s: the array has more than %d dimensions, kiln's maximum rank",
-                        h->path, KILN_MAX_RANK);
+            return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
+                                   "%s: the array has more than %d dimensions, kiln's maximum rank",
+                                   h->path, KILN_MAX_RANK);
         shape[r++] = d;
         hskip(h);
         if (hpeek(h, ',')) {
@@ -192,8 +158,8 @@ static kiln_status hdtype(hdr *h, const char *d, kiln_dtype *t, bool *swap)
             bool onebyte = known[k].size == '1';
             if (d[0] == '|' && !onebyte) break; /* '|' is for byte-order-free types */
             *t = known[k].t;
-            bool big = d[0] == '>' || (d[0] == '=' && host_is_big_endian());
-            *swap = !onebyte && big != host_is_big_endian();
+            bool big = d[0] == '>' || (d[0] == '=' && kiln_host_is_big_endian());
+            *swap = !onebyte && big != kiln_host_is_big_endian();
             return KILN_OK;
         }
     }
@@ -201,10 +167,11 @@ static kiln_status hdtype(hdr *h, const char *d, kiln_dtype *t, bool *swap)
     bool typestr = l >= 2 && strchr("<>|=", d[0]) && strchr("biufcmMOSUVa", d[1]);
     for (size_t k = 2; typestr && k < l; k++) typestr = d[k] >= '0' && d[k] <= '9';
     if (typestr)
-        return fail(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
-                    "%s: dtype '%s' is not supported (kiln reads <f4 <f8 <i4 <i8 |u1 |b1)",
-                    h->path, d);
-    return fail(h->err, h->errlen, KILN_ERR_CORRUPT, "%s: unknown dtype '%s'", h->path, d);
+        return kiln_set_errbuf(
+            h->err, h->errlen, KILN_ERR_UNSUPPORTED,
+            "%s: dtype '%s' is not supported (kiln reads <f4 <f8 <i4 <i8 |u1 |b1)", h->path, d);
+    return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_CORRUPT, "%s: unknown dtype '%s'", h->path,
+                           d);
 }
 
 typedef struct npy_meta {
@@ -233,8 +200,8 @@ static kiln_status parse_header(hdr *h, npy_meta *m)
         if (!strcmp(key, "descr")) {
             if (have_descr) return hbad(h, "duplicate key 'descr'");
             if (hpeek(h, '['))
-                return fail(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
-                            "%s: structured dtypes are not supported", h->path);
+                return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
+                                       "%s: structured dtypes are not supported", h->path);
             if ((st = hstring(h, descr, sizeof descr))) return st;
             have_descr = true;
         } else if (!strcmp(key, "fortran_order")) {
@@ -248,8 +215,8 @@ static kiln_status parse_header(hdr *h, npy_meta *m)
             if ((st = hshape(h, &m->rank, m->shape))) return st;
             have_shape = true;
         } else {
-            return fail(h->err, h->errlen, KILN_ERR_CORRUPT,
-                        "%s: unparsable header: unexpected key '%s'", h->path, key);
+            return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_CORRUPT,
+                                   "%s: unparsable header: unexpected key '%s'", h->path, key);
         }
         hskip(h);
         if (hpeek(h, ',')) {
@@ -263,14 +230,17 @@ static kiln_status parse_header(hdr *h, npy_meta *m)
     hskip(h);
     if (h->i != h->n) return hbad(h, "unexpected text after '}'");
     if (!have_descr || !have_fortran || !have_shape)
-        return fail(h->err, h->errlen, KILN_ERR_CORRUPT,
-                    "%s: unparsable header: missing key '%s'", h->path,
-                    !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
+        return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_CORRUPT,
+                               "%s: unparsable header: missing key '%s'", h->path,
+                               !have_descr     ? "descr"
+                               : !have_fortran ? "fortran_order"
+                                               : "shape");
     if ((st = hdtype(h, descr, &m->dtype, &m->swap))) return st;
     if (fortran && m->rank > 1)
-        return fail(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
-                    "%s: fortran_order arrays are not supported: save a C-ordered array "
-                    "(numpy.ascontiguousarray)", h->path);
+        return kiln_set_errbuf(h->err, h->errlen, KILN_ERR_UNSUPPORTED,
+                               "%s: fortran_order arrays are not supported: save a C-ordered array "
+                               "(numpy.ascontiguousarray)",
+                               h->path);
     return KILN_OK;
 }
 
@@ -286,36 +256,44 @@ static kiln_status load_file(FILE *f, const char *path, int64_t fsize, kiln_npy 
 {
     unsigned char pre[12];
     size_t got = fread(pre, 1, 8, f);
-    if (ferror(f)) return fail(err, errlen, KILN_ERR_IO, "%s: read error: %s", path, strerror(errno));
-    if (got == 0) return fail(err, errlen, KILN_ERR_CORRUPT, "%s: empty file, not a .npy file", path);
+    if (ferror(f))
+        return kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: read error: %s", path,
+                               strerror(errno));
+    if (got == 0)
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT, "%s: empty file, not a .npy file",
+                               path);
     if (memcmp(pre, NPY_MAGIC, got < 6 ? got : 6) != 0)
-        return fail(err, errlen, KILN_ERR_CORRUPT, "%s: not a .npy file (bad magic)", path);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT, "%s: not a .npy file (bad magic)",
+                               path);
     if (got < 8)
-        return fail(err, errlen, KILN_ERR_CORRUPT,
-                    "%s: truncated: %zu bytes, shorter than the .npy preamble", path, got);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: truncated: %zu bytes, shorter than the .npy preamble", path,
+                               got);
     int major = pre[6], minor = pre[7];
     if (major < 1 || major > 3 || minor != 0)
-        return fail(err, errlen, KILN_ERR_UNSUPPORTED,
-                    "%s: .npy format version %d.%d is not supported (1.0, 2.0 and 3.0 are)",
-                    path, major, minor);
+        return kiln_set_errbuf(
+            err, errlen, KILN_ERR_UNSUPPORTED,
+            "%s: .npy format version %d.%d is not supported (1.0, 2.0 and 3.0 are)", path, major,
+            minor);
     size_t lenbytes = major == 1 ? 2 : 4;
     if (fread(pre + 8, 1, lenbytes, f) != lenbytes)
-        return fail(err, errlen, KILN_ERR_CORRUPT,
-                    "%s: truncated: the file ends inside the header length", path);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: truncated: the file ends inside the header length", path);
     uint32_t hlen = major == 1 ? (uint32_t)pre[8] | (uint32_t)pre[9] << 8 : le32(pre + 8);
     int64_t off = 8 + (int64_t)lenbytes;
     if (hlen > KILN_NPY_MAX_HEADER)
-        return fail(err, errlen, KILN_ERR_CORRUPT, "%s: header too long (%lu bytes, at most %d)",
-                    path, (unsigned long)hlen, KILN_NPY_MAX_HEADER);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: header too long (%lu bytes, at most %d)", path,
+                               (unsigned long)hlen, KILN_NPY_MAX_HEADER);
     if ((int64_t)hlen > fsize - off)
-        return fail(err, errlen, KILN_ERR_CORRUPT,
-                    "%s: truncated: the header is %lu bytes but only %lld follow", path,
-                    (unsigned long)hlen, (long long)(fsize - off));
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: truncated: the header is %lu bytes but only %lld follow", path,
+                               (unsigned long)hlen, (long long)(fsize - off));
     char *text = malloc(hlen ? hlen : 1);
-    if (!text) return fail(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
+    if (!text) return kiln_set_errbuf(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
     if (fread(text, 1, hlen, f) != hlen) {
         free(text);
-        return fail(err, errlen, KILN_ERR_IO, "%s: read error in the header", path);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: read error in the header", path);
     }
     off += hlen;
     hdr h = {text, hlen, 0, path, err, errlen};
@@ -329,26 +307,31 @@ static kiln_status load_file(FILE *f, const char *path, int64_t fsize, kiln_npy 
     int64_t numel = 1;
     for (int k = 0; k < m.rank; k++) {
         if (m.shape[k] != 0 && numel > INT64_MAX / m.shape[k])
-            return fail(err, errlen, KILN_ERR_CORRUPT,
-                        "%s: shape overflow: the element count does not fit in 64 bits", path);
+            return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                                   "%s: shape overflow: the element count does not fit in 64 bits",
+                                   path);
         numel *= m.shape[k];
     }
     if (numel > INT64_MAX / (int64_t)size || (uint64_t)numel * size > (uint64_t)SIZE_MAX / 2)
-        return fail(err, errlen, KILN_ERR_CORRUPT,
-                    "%s: shape overflow: %lld elements of %zu bytes", path, (long long)numel, size);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_CORRUPT,
+                               "%s: shape overflow: %lld elements of %zu bytes", path,
+                               (long long)numel, size);
     int64_t need = numel * (int64_t)size, have = fsize - off;
     if (have != need)
-        return fail(err, errlen, KILN_ERR_CORRUPT,
-                    "%s: data is %lld bytes but the shape needs %lld (%lld elements of %zu "
-                    "bytes)", path, (long long)have, (long long)need, (long long)numel, size);
+        return kiln_set_errbuf(
+            err, errlen, KILN_ERR_CORRUPT,
+            "%s: data is %lld bytes but the shape needs %lld (%lld elements of %zu "
+            "bytes)",
+            path, (long long)have, (long long)need, (long long)numel, size);
     void *data = malloc(need ? (size_t)need : 1);
-    if (!data) return fail(err, errlen, KILN_ERR_NOMEM, "%s: out of memory (%lld bytes)", path,
-                           (long long)need);
+    if (!data)
+        return kiln_set_errbuf(err, errlen, KILN_ERR_NOMEM, "%s: out of memory (%lld bytes)", path,
+                               (long long)need);
     if (fread(data, 1, (size_t)need, f) != (size_t)need) {
         free(data);
-        return fail(err, errlen, KILN_ERR_IO, "%s: read error in the data", path);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: read error in the data", path);
     }
-    if (m.swap) byteswap(data, numel, size);
+    if (m.swap) kiln_byteswap(data, (size_t)numel, size);
     if (m.dtype == KILN_BOOL) {
         unsigned char *b = data;
         for (int64_t k = 0; k < numel; k++) b[k] = b[k] != 0;
@@ -364,22 +347,23 @@ static kiln_status load_file(FILE *f, const char *path, int64_t fsize, kiln_npy 
 kiln_status kiln_npy_load(const char *path, kiln_npy *out, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    if (!out) return fail(err, errlen, KILN_ERR_INVALID, "kiln_npy_load: out is NULL");
+    if (!out) return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "kiln_npy_load: out is NULL");
     memset(out, 0, sizeof *out);
-    if (!path) return fail(err, errlen, KILN_ERR_INVALID, "kiln_npy_load: path is NULL");
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        int e = errno;
-        fclose(f);
-        return fail(err, errlen, KILN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    if (!path) return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "kiln_npy_load: path is NULL");
+    int64_t fsize;
+    const char *why;
+    int e;
+    int fd = kiln_open_regular(path, &fsize, &why, &e);
+    if (fd < 0)
+        return e ? kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: %s: %s", path, why, strerror(e))
+                 : kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: %s", path, why);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        e = errno;
+        close(fd);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(e));
     }
-    if (!S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return fail(err, errlen, KILN_ERR_IO, "%s: not a regular file", path);
-    }
-    kiln_status st = load_file(f, path, (int64_t)sb.st_size, out, err, errlen);
+    kiln_status st = load_file(f, path, fsize, out, err, errlen);
     fclose(f);
     if (st) memset(out, 0, sizeof *out);
     return st;
@@ -438,26 +422,28 @@ kiln_status kiln_npy_save(const char *path, kiln_dtype t, int rank, const int64_
                           const void *data, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    if (!path) return fail(err, errlen, KILN_ERR_INVALID, "kiln_npy_save: path is NULL");
+    if (!path) return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "kiln_npy_save: path is NULL");
     const char *descr = kiln_npy_descr(t);
     if (!descr)
-        return fail(err, errlen, KILN_ERR_UNSUPPORTED, "%s: cannot save dtype %s as .npy", path,
-                    (unsigned)t < KILN_DTYPE_COUNT ? kiln_dtype_name(t) : "(invalid)");
+        return kiln_set_errbuf(err, errlen, KILN_ERR_UNSUPPORTED,
+                               "%s: cannot save dtype %s as .npy", path,
+                               (unsigned)t < KILN_DTYPE_COUNT ? kiln_dtype_name(t) : "(invalid)");
     if (rank < 0 || rank > KILN_MAX_RANK || (rank > 0 && !shape))
-        return fail(err, errlen, KILN_ERR_INVALID, "%s: bad rank %d", path, rank);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "%s: bad rank %d", path, rank);
     size_t size = kiln_dtype_size(t);
     int64_t numel = 1;
     for (int k = 0; k < rank; k++) {
         if (shape[k] < 0)
-            return fail(err, errlen, KILN_ERR_INVALID, "%s: negative dimension %lld", path,
-                        (long long)shape[k]);
+            return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "%s: negative dimension %lld",
+                                   path, (long long)shape[k]);
         if (shape[k] != 0 && numel > INT64_MAX / (int64_t)size / shape[k])
-            return fail(err, errlen, KILN_ERR_INVALID, "%s: shape overflow", path);
+            return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "%s: shape overflow", path);
         numel *= shape[k];
     }
-    if (numel > 0 && !data) return fail(err, errlen, KILN_ERR_INVALID, "%s: data is NULL", path);
+    if (numel > 0 && !data)
+        return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "%s: data is NULL", path);
     if ((uint64_t)numel * size > (uint64_t)SIZE_MAX / 2)
-        return fail(err, errlen, KILN_ERR_INVALID, "%s: array too large", path);
+        return kiln_set_errbuf(err, errlen, KILN_ERR_INVALID, "%s: array too large", path);
 
     /* The header: dict, spaces, '\n', so that the data starts 64-aligned. */
     char head[512];
@@ -470,7 +456,8 @@ kiln_status kiln_npy_save(const char *path, kiln_dtype t, int rank, const int64_
     size_t total = 10 + (size_t)n + 1;
     size_t padded = (total + 63) / 64 * 64;
     size_t hlen = padded - 10;
-    if (hlen >= sizeof head) return fail(err, errlen, KILN_ERR_INTERNAL, "%s: header overflow", path);
+    if (hlen >= sizeof head)
+        return kiln_set_errbuf(err, errlen, KILN_ERR_INTERNAL, "%s: header overflow", path);
     memset(head + n, ' ', hlen - (size_t)n - 1);
     head[hlen - 1] = '\n';
     unsigned char pre[10];
@@ -482,13 +469,13 @@ kiln_status kiln_npy_save(const char *path, kiln_dtype t, int rank, const int64_
 
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);
-    if (!tmp) return fail(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
+    if (!tmp) return kiln_set_errbuf(err, errlen, KILN_ERR_NOMEM, "%s: out of memory", path);
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        kiln_status st = fail(err, errlen, KILN_ERR_IO, "%s: cannot create: %s", tmp,
-                              strerror(errno));
+        kiln_status st = kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: cannot create: %s", tmp,
+                                         strerror(errno));
         free(tmp);
         return st;
     }
@@ -497,14 +484,14 @@ kiln_status kiln_npy_save(const char *path, kiln_dtype t, int rank, const int64_
     if (!st) st = write_all(f, head, hlen, &e);
     size_t bytes = (size_t)numel * size;
     if (!st && bytes) {
-        if (size > 1 && host_is_big_endian()) {
+        if (size > 1 && kiln_host_is_big_endian()) {
             /* swap through a bounded buffer so data stays untouched */
             unsigned char buf[4096];
             const unsigned char *p = data;
             for (size_t o = 0; o < bytes && !st; o += sizeof buf) {
                 size_t c = bytes - o < sizeof buf ? bytes - o : sizeof buf;
                 memcpy(buf, p + o, c);
-                byteswap(buf, (int64_t)(c / size), size);
+                kiln_byteswap(buf, c / size, size);
                 st = write_all(f, buf, c, &e);
             }
         } else {
@@ -525,12 +512,12 @@ kiln_status kiln_npy_save(const char *path, kiln_dtype t, int rank, const int64_
         e = errno;
     }
     if (st) {
-        fail(err, errlen, st, "%s: write error: %s", tmp, strerror(e));
+        kiln_set_errbuf(err, errlen, st, "%s: write error: %s", tmp, strerror(e));
         remove(tmp);
     } else if (rename(tmp, path) != 0) {
         e = errno;
-        st = fail(err, errlen, KILN_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp,
-                  strerror(e));
+        st = kiln_set_errbuf(err, errlen, KILN_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp,
+                             strerror(e));
         remove(tmp);
     }
     free(tmp);

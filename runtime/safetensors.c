@@ -14,6 +14,7 @@
  * the directory.
  */
 #include "runtime/safetensors.h"
+#include "ir/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,49 +28,6 @@
 #include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static kiln_status failf(char **err, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Sets *err (when err is not NULL) to a malloc'd message, replacing one this
- * call chain set earlier (entry points set *err to NULL first). */
-static kiln_status failf(char **err, kiln_status st, const char *fmt, ...)
-{
-    if (!err) return st;
-    free(*err);
-    *err = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return st;
-    char *m = malloc((size_t)n + 1);
-    if (!m) return st;
-    va_start(ap, fmt);
-    vsnprintf(m, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    *err = m;
-    return st;
-}
-
-static bool host_is_big_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 0;
-}
-
-static void byteswap(void *data, size_t n, size_t size)
-{
-    unsigned char *p = data;
-    for (size_t i = 0; i < n; i++, p += size)
-        for (size_t a = 0, b = size - 1; a < b; a++, b--) {
-            unsigned char t = p[a];
-            p[a] = p[b];
-            p[b] = t;
-        }
-}
 
 /* A growable string. On allocation failure `oom` is set and appends stop. */
 typedef struct sbuf {
@@ -294,8 +252,9 @@ static kiln_status jerr(jp *p, const char *fmt, ...)
         snprintf(found, sizeof found, "'%c'", p->s[p->i]);
     else
         snprintf(found, sizeof found, "byte 0x%02x", (unsigned char)p->s[p->i]);
-    return failf(p->err, KILN_ERR_CORRUPT, "%s: malformed JSON header at byte %zu: %s, found %s",
-                 p->st->path, p->i, what, found);
+    return kiln_set_err(p->err, KILN_ERR_CORRUPT,
+                        "%s: malformed JSON header at byte %zu: %s, found %s", p->st->path, p->i,
+                        what, found);
 }
 
 static void ws(jp *p)
@@ -377,7 +336,7 @@ static kiln_status parse_string(jp *p, char **out, const char *what)
         return jerr(p, "unterminated string (%s)", what);
     }
     char *o = malloc(j - p->i + 1);
-    if (!o) return failf(p->err, KILN_ERR_NOMEM, "%s: out of memory", p->st->path);
+    if (!o) return kiln_set_err(p->err, KILN_ERR_NOMEM, "%s: out of memory", p->st->path);
     size_t k = 0;
     while (p->s[p->i] != '"') {
         unsigned char c = (unsigned char)p->s[p->i];
@@ -582,7 +541,7 @@ static kiln_status parse_meta(jp *p)
             if (!m) {
                 free(key);
                 free(value);
-                return failf(p->err, KILN_ERR_NOMEM, "%s: out of memory", st->path);
+                return kiln_set_err(p->err, KILN_ERR_NOMEM, "%s: out of memory", st->path);
             }
             st->meta = m;
             st->capmeta = cap;
@@ -613,28 +572,30 @@ static kiln_status check_tensor(jp *p, kiln_st_info *t, const st_dtype *d)
         else numel *= dim;
     }
     if (over || numel > (uint64_t)INT64_MAX / d->size || numel * d->size > SIZE_MAX / 2)
-        return failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has shape %s, too large", path,
-                     t->name, shape_str(sh, sizeof sh, t->rank, t->shape));
+        return kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has shape %s, too large",
+                            path, t->name, shape_str(sh, sizeof sh, t->rank, t->shape));
     t->numel = (int64_t)numel;
     uint64_t need = numel * d->size;
     if (t->end < t->begin)
-        return failf(p->err, KILN_ERR_CORRUPT,
-                     "%s: tensor '%s' has data_offsets [%llu, %llu], which end before they begin",
-                     path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end);
+        return kiln_set_err(
+            p->err, KILN_ERR_CORRUPT,
+            "%s: tensor '%s' has data_offsets [%llu, %llu], which end before they begin", path,
+            t->name, (unsigned long long)t->begin, (unsigned long long)t->end);
     if (t->end - t->begin != need)
-        return failf(p->err, KILN_ERR_CORRUPT,
-                     "%s: tensor '%s' has data_offsets [%llu, %llu] (%llu bytes) but shape %s of "
-                     "%s needs %llu bytes",
-                     path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                     (unsigned long long)(t->end - t->begin),
-                     shape_str(sh, sizeof sh, t->rank, t->shape), d->name,
-                     (unsigned long long)need);
+        return kiln_set_err(
+            p->err, KILN_ERR_CORRUPT,
+            "%s: tensor '%s' has data_offsets [%llu, %llu] (%llu bytes) but shape %s of "
+            "%s needs %llu bytes",
+            path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+            (unsigned long long)(t->end - t->begin), shape_str(sh, sizeof sh, t->rank, t->shape),
+            d->name, (unsigned long long)need);
     if (t->end > p->st->data_len)
-        return failf(p->err, KILN_ERR_CORRUPT,
-                     "%s: tensor '%s' has data_offsets [%llu, %llu] past the end of the data "
-                     "(%llu bytes): the file is truncated",
-                     path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                     (unsigned long long)p->st->data_len);
+        return kiln_set_err(
+            p->err, KILN_ERR_CORRUPT,
+            "%s: tensor '%s' has data_offsets [%llu, %llu] past the end of the data "
+            "(%llu bytes): the file is truncated",
+            path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+            (unsigned long long)p->st->data_len);
     t->bytes = (size_t)need;
     return KILN_OK;
 }
@@ -653,7 +614,8 @@ static kiln_status parse_tensor(jp *p, const char *name)
     ws(p);
     if (peek(p, '}')) {
         p->i++;
-        return failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"dtype\"", path, name);
+        return kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"dtype\"", path,
+                            name);
     }
     for (;;) {
         char *key;
@@ -665,8 +627,8 @@ static kiln_status parse_tensor(jp *p, const char *name)
         int which = !strcmp(key, "dtype") ? 0 : !strcmp(key, "shape") ? 1
                   : !strcmp(key, "data_offsets") ? 2 : 3;
         if ((which == 0 && have_dtype) || (which == 1 && have_shape) || (which == 2 && have_off)) {
-            s = failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has two \"%s\" entries", path,
-                      name, key);
+            s = kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has two \"%s\" entries",
+                             path, name, key);
             free(key);
             return s;
         }
@@ -676,8 +638,8 @@ static kiln_status parse_tensor(jp *p, const char *name)
             if ((s = parse_string(p, &ds, "the dtype"))) return s;
             d = dtype_by_name(ds);
             if (!d) {
-                s = failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has unknown dtype '%s'",
-                          path, name, ds);
+                s = kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has unknown dtype '%s'",
+                                 path, name, ds);
                 free(ds);
                 return s;
             }
@@ -705,9 +667,9 @@ static kiln_status parse_tensor(jp *p, const char *name)
                 }
             }
             if (rank > KILN_MAX_RANK)
-                return failf(p->err, KILN_ERR_UNSUPPORTED,
-                             "%s: tensor '%s' has rank %d; kiln supports at most %d", path, name,
-                             rank, KILN_MAX_RANK);
+                return kiln_set_err(p->err, KILN_ERR_UNSUPPORTED,
+                                    "%s: tensor '%s' has rank %d; kiln supports at most %d", path,
+                                    name, rank, KILN_MAX_RANK);
             t.rank = rank;
             have_shape = true;
         } else if (which == 2) {
@@ -729,8 +691,8 @@ static kiln_status parse_tensor(jp *p, const char *name)
             }
             p->i++;
             if (k != 2)
-                return failf(p->err, KILN_ERR_CORRUPT,
-                             "%s: tensor '%s' has %d data_offsets, not 2", path, name, k);
+                return kiln_set_err(p->err, KILN_ERR_CORRUPT,
+                                    "%s: tensor '%s' has %d data_offsets, not 2", path, name, k);
             t.begin = v[0];
             t.end = v[1];
             have_off = true;
@@ -746,12 +708,14 @@ static kiln_status parse_tensor(jp *p, const char *name)
         p->i++;
     }
     if (!have_dtype)
-        return failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"dtype\"", path, name);
+        return kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"dtype\"", path,
+                            name);
     if (!have_shape)
-        return failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"shape\"", path, name);
+        return kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"shape\"", path,
+                            name);
     if (!have_off)
-        return failf(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"data_offsets\"", path,
-                     name);
+        return kiln_set_err(p->err, KILN_ERR_CORRUPT, "%s: tensor '%s' has no \"data_offsets\"",
+                            path, name);
     t.dtype_str = d->name;
     t.dtype = d->dtype;
     t.supported = d->supported;
@@ -762,10 +726,10 @@ static kiln_status parse_tensor(jp *p, const char *name)
     if (st->n == st->cap) {
         int cap = st->cap ? 2 * st->cap : 16;
         kiln_st_info *nt = cap < INT_MAX / 2 ? realloc(st->t, (size_t)cap * sizeof *nt) : NULL;
-        if (!nt) return failf(p->err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        if (!nt) return kiln_set_err(p->err, KILN_ERR_NOMEM, "%s: out of memory", path);
         st->t = nt;
         char **nn = realloc(st->names, (size_t)cap * sizeof *nn);
-        if (!nn) return failf(p->err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        if (!nn) return kiln_set_err(p->err, KILN_ERR_NOMEM, "%s: out of memory", path);
         st->names = nn;
         st->cap = cap;
     }
@@ -845,7 +809,7 @@ static kiln_status check_all(kiln_safetensors *st, char **err)
     const kiln_st_info **ps = malloc((n ? n : 1) * sizeof *ps);
     if (!st->by_name || !ps) {
         free(ps);
-        return failf(err, KILN_ERR_NOMEM, "%s: out of memory", st->path);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", st->path);
     }
     kiln_status s = KILN_OK;
     for (size_t i = 0; i < n; i++) ps[i] = &st->t[i];
@@ -853,8 +817,8 @@ static kiln_status check_all(kiln_safetensors *st, char **err)
     for (size_t k = 0; k < n; k++) st->by_name[k] = (int)(ps[k] - st->t);
     for (size_t k = 1; k < n && !s; k++)
         if (!strcmp(ps[k]->name, ps[k - 1]->name))
-            s = failf(err, KILN_ERR_CORRUPT, "%s: tensor '%s' appears twice in the header",
-                      st->path, ps[k]->name);
+            s = kiln_set_err(err, KILN_ERR_CORRUPT, "%s: tensor '%s' appears twice in the header",
+                             st->path, ps[k]->name);
     /* overlap: each non-empty tensor must start at or after the furthest end
      * of the non-empty tensors before it */
     qsort(ps, n, sizeof *ps, by_offset_cmp);
@@ -863,22 +827,24 @@ static kiln_status check_all(kiln_safetensors *st, char **err)
         const kiln_st_info *t = ps[k];
         if (t->begin == t->end) continue;
         if (last && t->begin < last->end)
-            s = failf(err, KILN_ERR_CORRUPT, "%s: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] "
-                      "overlap", st->path, last->name, (unsigned long long)last->begin,
-                      (unsigned long long)last->end, t->name, (unsigned long long)t->begin,
-                      (unsigned long long)t->end);
+            s = kiln_set_err(err, KILN_ERR_CORRUPT,
+                             "%s: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] "
+                             "overlap",
+                             st->path, last->name, (unsigned long long)last->begin,
+                             (unsigned long long)last->end, t->name, (unsigned long long)t->begin,
+                             (unsigned long long)t->end);
         if (!last || t->end > last->end) last = t;
     }
     free(ps);
     if (!s && st->nmeta > 1) {
         meta_kv *m = malloc((size_t)st->nmeta * sizeof *m);
-        if (!m) return failf(err, KILN_ERR_NOMEM, "%s: out of memory", st->path);
+        if (!m) return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", st->path);
         memcpy(m, st->meta, (size_t)st->nmeta * sizeof *m);
         qsort(m, (size_t)st->nmeta, sizeof *m, meta_cmp);
         for (int k = 1; k < st->nmeta && !s; k++)
             if (!strcmp(m[k].key, m[k - 1].key))
-                s = failf(err, KILN_ERR_CORRUPT, "%s: metadata key '%s' appears twice", st->path,
-                          m[k].key);
+                s = kiln_set_err(err, KILN_ERR_CORRUPT, "%s: metadata key '%s' appears twice",
+                                 st->path, m[k].key);
         free(m);
     }
     return s;
@@ -908,71 +874,68 @@ static int read_at(int fd, void *buf, size_t n, uint64_t off)
 kiln_status kiln_safetensors_open(const char *path, kiln_safetensors **out, char **err)
 {
     if (err) *err = NULL;
-    if (!out) return failf(err, KILN_ERR_INVALID, "kiln_safetensors_open: out is NULL");
+    if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_safetensors_open: out is NULL");
     *out = NULL;
-    if (!path) return failf(err, KILN_ERR_INVALID, "kiln_safetensors_open: path is NULL");
+    if (!path) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_safetensors_open: path is NULL");
     kiln_safetensors *st = calloc(1, sizeof *st);
-    if (!st) return failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+    if (!st) return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
     st->fd = -1;
     st->path = strdup(path);
     if (!st->path) {
         free(st);
-        return failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
     }
     kiln_status s = KILN_OK;
     char *text = NULL;
-    st->fd = open(path, O_RDONLY | O_CLOEXEC);
+    int64_t fsize;
+    const char *why;
+    int e;
+    st->fd = kiln_open_regular(path, &fsize, &why, &e);
     if (st->fd < 0) {
-        s = failf(err, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        s = e ? kiln_set_err(err, KILN_ERR_IO, "%s: %s: %s", path, why, strerror(e))
+              : kiln_set_err(err, KILN_ERR_IO, "%s: %s", path, why);
         goto done;
     }
-    struct stat sb;
-    if (fstat(st->fd, &sb) != 0) {
-        s = failf(err, KILN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        s = failf(err, KILN_ERR_IO, "%s: not a regular file", path);
-        goto done;
-    }
-    st->file_size = (uint64_t)sb.st_size;
+    st->file_size = (uint64_t)fsize;
     if (st->file_size < 8) {
-        s = failf(err, KILN_ERR_CORRUPT,
-                  "%s: the file is %llu bytes, too short for a safetensors header", path,
-                  (unsigned long long)st->file_size);
+        s = kiln_set_err(err, KILN_ERR_CORRUPT,
+                         "%s: the file is %llu bytes, too short for a safetensors header", path,
+                         (unsigned long long)st->file_size);
         goto done;
     }
     unsigned char pre[8];
-    int e = read_at(st->fd, pre, 8, 0);
+    e = read_at(st->fd, pre, 8, 0);
     if (e) {
-        s = e < 0 ? failf(err, KILN_ERR_CORRUPT, "%s: the file is truncated", path)
-                  : failf(err, KILN_ERR_IO, "%s: read error: %s", path, strerror(e));
+        s = e < 0 ? kiln_set_err(err, KILN_ERR_CORRUPT, "%s: the file is truncated", path)
+                  : kiln_set_err(err, KILN_ERR_IO, "%s: read error: %s", path, strerror(e));
         goto done;
     }
     uint64_t n = 0;
     for (int k = 7; k >= 0; k--) n = n << 8 | pre[k];
     st->header_len = n;
     if (n > st->file_size - 8) {
-        s = failf(err, KILN_ERR_CORRUPT, "%s: header length %llu is larger than the file (%llu bytes)",
-                  path, (unsigned long long)n, (unsigned long long)st->file_size);
+        s = kiln_set_err(err, KILN_ERR_CORRUPT,
+                         "%s: header length %llu is larger than the file (%llu bytes)", path,
+                         (unsigned long long)n, (unsigned long long)st->file_size);
         goto done;
     }
     if (n > KILN_ST_MAX_HEADER) {
-        s = failf(err, KILN_ERR_CORRUPT, "%s: header length %llu is larger than the limit (%llu bytes)",
-                  path, (unsigned long long)n, (unsigned long long)KILN_ST_MAX_HEADER);
+        s = kiln_set_err(err, KILN_ERR_CORRUPT,
+                         "%s: header length %llu is larger than the limit (%llu bytes)", path,
+                         (unsigned long long)n, (unsigned long long)KILN_ST_MAX_HEADER);
         goto done;
     }
     st->data_len = st->file_size - 8 - n;
     text = malloc(n ? (size_t)n : 1);
     if (!text) {
-        s = failf(err, KILN_ERR_NOMEM, "%s: out of memory (header of %llu bytes)", path,
-                  (unsigned long long)n);
+        s = kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory (header of %llu bytes)", path,
+                         (unsigned long long)n);
         goto done;
     }
     e = read_at(st->fd, text, (size_t)n, 8);
     if (e) {
-        s = e < 0 ? failf(err, KILN_ERR_CORRUPT, "%s: the file is truncated", path)
-                  : failf(err, KILN_ERR_IO, "%s: read error: %s", path, strerror(e));
+        s = e < 0 ? kiln_set_err(err, KILN_ERR_CORRUPT, "%s: the file is truncated", path)
+                  : kiln_set_err(err, KILN_ERR_IO, "%s: read error: %s", path, strerror(e));
         goto done;
     }
     jp p = {text, (size_t)n, 0, st, err};
@@ -992,22 +955,25 @@ done:
 kiln_status kiln_safetensors_read(kiln_safetensors *st, int i, void *dst, size_t bytes, char **err)
 {
     if (!st || i < 0 || i >= st->n)
-        return failf(err, KILN_ERR_INVALID, "kiln_safetensors_read: no tensor %d", i);
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_safetensors_read: no tensor %d", i);
     const kiln_st_info *t = &st->t[i];
     if (bytes != t->bytes)
-        return failf(err, KILN_ERR_INVALID,
-                     "%s: tensor '%s' is %zu bytes, but the buffer holds %zu", st->path,
-                     t->name, t->bytes, bytes);
+        return kiln_set_err(err, KILN_ERR_INVALID,
+                            "%s: tensor '%s' is %zu bytes, but the buffer holds %zu", st->path,
+                            t->name, t->bytes, bytes);
     if (!bytes) return KILN_OK;
-    if (!dst) return failf(err, KILN_ERR_INVALID, "kiln_safetensors_read: dst is NULL");
+    if (!dst) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_safetensors_read: dst is NULL");
     int e = read_at(st->fd, dst, bytes, 8 + st->header_len + t->begin);
     if (e < 0)
-        return failf(err, KILN_ERR_CORRUPT, "%s: the file is truncated (it changed after it "
-                     "was opened?) in tensor '%s'", st->path, t->name);
+        return kiln_set_err(err, KILN_ERR_CORRUPT,
+                            "%s: the file is truncated (it changed after it "
+                            "was opened?) in tensor '%s'",
+                            st->path, t->name);
     if (e)
-        return failf(err, KILN_ERR_IO, "%s: read error in tensor '%s': %s", st->path, t->name,
-                     strerror(e));
-    if (t->elem_size > 1 && host_is_big_endian()) byteswap(dst, bytes / t->elem_size, t->elem_size);
+        return kiln_set_err(err, KILN_ERR_IO, "%s: read error in tensor '%s': %s", st->path,
+                            t->name, strerror(e));
+    if (t->elem_size > 1 && kiln_host_is_big_endian())
+        kiln_byteswap(dst, bytes / t->elem_size, t->elem_size);
     if (t->dtype == KILN_BOOL) {
         unsigned char *b = dst;
         for (size_t k = 0; k < bytes; k++) b[k] = b[k] != 0;
@@ -1087,16 +1053,17 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
                                    const kiln_st_write_options *opt, char **err)
 {
     if (err) *err = NULL;
-    if (!path || !*path) return failf(err, KILN_ERR_INVALID, "kiln_safetensors_write: no path");
+    if (!path || !*path)
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_safetensors_write: no path");
     if (n < 0 || (n > 0 && !tensors) || nmeta < 0 || (nmeta > 0 && !meta))
-        return failf(err, KILN_ERR_INVALID, "%s: bad tensor or metadata list", path);
+        return kiln_set_err(err, KILN_ERR_INVALID, "%s: bad tensor or metadata list", path);
     char sh[256];
     wentry *w = malloc((n ? (size_t)n : 1) * sizeof *w);
     const char **names = malloc((size_t)(n > nmeta ? n : nmeta) * sizeof *names + 1);
     if (!w || !names) {
         free(w);
         free(names);
-        return failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
     }
     kiln_status s = KILN_OK;
     for (int i = 0; i < n && !s; i++) {
@@ -1104,53 +1071,54 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
         const st_dtype *d = dtype_by_kiln(t->dtype);
         w[i].t = t;
         if (!t->name || !*t->name || !strcmp(t->name, "__metadata__")) {
-            s = failf(err, KILN_ERR_INVALID, "%s: tensor %d has an invalid name '%s'", path, i,
-                      t->name ? t->name : "(null)");
+            s = kiln_set_err(err, KILN_ERR_INVALID, "%s: tensor %d has an invalid name '%s'", path,
+                             i, t->name ? t->name : "(null)");
         } else if (!d || !d->supported) {
-            s = failf(err, KILN_ERR_UNSUPPORTED, "%s: tensor '%s': cannot save dtype %s", path,
-                      t->name, (unsigned)t->dtype < KILN_DTYPE_COUNT ? kiln_dtype_name(t->dtype)
-                                                                    : "(invalid)");
+            s = kiln_set_err(
+                err, KILN_ERR_UNSUPPORTED, "%s: tensor '%s': cannot save dtype %s", path, t->name,
+                (unsigned)t->dtype < KILN_DTYPE_COUNT ? kiln_dtype_name(t->dtype) : "(invalid)");
         } else if (t->rank < 0 || t->rank > KILN_MAX_RANK || (t->rank > 0 && !t->shape)) {
-            s = failf(err, KILN_ERR_INVALID, "%s: tensor '%s' has bad rank %d", path, t->name,
-                      t->rank);
+            s = kiln_set_err(err, KILN_ERR_INVALID, "%s: tensor '%s' has bad rank %d", path,
+                             t->name, t->rank);
         } else {
             uint64_t numel = 1;
             for (int k = 0; k < t->rank && !s; k++) {
                 if (t->shape[k] < 0)
-                    s = failf(err, KILN_ERR_INVALID, "%s: tensor '%s' has shape %s", path,
-                              t->name, shape_str(sh, sizeof sh, t->rank, t->shape));
+                    s = kiln_set_err(err, KILN_ERR_INVALID, "%s: tensor '%s' has shape %s", path,
+                                     t->name, shape_str(sh, sizeof sh, t->rank, t->shape));
                 else if (t->shape[k] && numel > (uint64_t)INT64_MAX / d->size / (uint64_t)t->shape[k])
-                    s = failf(err, KILN_ERR_INVALID, "%s: tensor '%s' is too large", path,
-                              t->name);
+                    s = kiln_set_err(err, KILN_ERR_INVALID, "%s: tensor '%s' is too large", path,
+                                     t->name);
                 else
                     numel *= (uint64_t)t->shape[k];
             }
             w[i].size = d->size;
             w[i].bytes = numel * d->size;
             if (!s && w[i].bytes && !t->data)
-                s = failf(err, KILN_ERR_INVALID, "%s: tensor '%s' has no data", path, t->name);
+                s = kiln_set_err(err, KILN_ERR_INVALID, "%s: tensor '%s' has no data", path,
+                                 t->name);
         }
         names[i] = t->name;
     }
     for (int k = 0; k < nmeta && !s; k++) {
         if (!meta[2 * k] || !meta[2 * k + 1])
-            s = failf(err, KILN_ERR_INVALID, "%s: metadata entry %d is NULL", path, k);
+            s = kiln_set_err(err, KILN_ERR_INVALID, "%s: metadata entry %d is NULL", path, k);
     }
     /* duplicates */
     if (!s && n > 1) {
         qsort(names, (size_t)n, sizeof *names, cstr_cmp);
         for (int k = 1; k < n && !s; k++)
             if (!strcmp(names[k], names[k - 1]))
-                s = failf(err, KILN_ERR_INVALID, "%s: two tensors are called '%s'", path,
-                          names[k]);
+                s = kiln_set_err(err, KILN_ERR_INVALID, "%s: two tensors are called '%s'", path,
+                                 names[k]);
     }
     if (!s && nmeta > 1) {
         for (int k = 0; k < nmeta; k++) names[k] = meta[2 * k];
         qsort(names, (size_t)nmeta, sizeof *names, cstr_cmp);
         for (int k = 1; k < nmeta && !s; k++)
             if (!strcmp(names[k], names[k - 1]))
-                s = failf(err, KILN_ERR_INVALID, "%s: two metadata entries are called '%s'",
-                          path, names[k]);
+                s = kiln_set_err(err, KILN_ERR_INVALID, "%s: two metadata entries are called '%s'",
+                                 path, names[k]);
     }
     free(names);
     if (s) {
@@ -1195,7 +1163,7 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
         if (w[i].bytes > UINT64_MAX - off) {
             free(h.s);
             free(w);
-            return failf(err, KILN_ERR_INVALID, "%s: tensors too large", path);
+            return kiln_set_err(err, KILN_ERR_INVALID, "%s: tensors too large", path);
         }
         off += w[i].bytes;
         sb_u64(&h, off);
@@ -1206,7 +1174,7 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
     if (h.oom) {
         free(h.s);
         free(w);
-        return failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
     }
     uint64_t hl = h.n - 8;
     for (int k = 0; k < 8; k++) h.s[k] = (char)(unsigned char)(hl >> (8 * k));
@@ -1217,13 +1185,13 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
     if (!tmp) {
         free(h.s);
         free(w);
-        return failf(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        return kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
     }
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
     writer wr = {-1, tmp, 0, h.n + off, opt, 0};
     wr.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (wr.fd < 0) {
-        s = failf(err, KILN_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+        s = kiln_set_err(err, KILN_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         free(tmp);
         free(h.s);
         free(w);
@@ -1232,7 +1200,7 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
     bool ok = write_all(&wr, h.s, h.n);
     free(h.s);
     size_t chunk = opt && opt->chunk ? opt->chunk : (size_t)1 << 20;
-    bool swap = host_is_big_endian();
+    bool swap = kiln_host_is_big_endian();
     unsigned char *cbuf = NULL;
     if (ok && swap) {
         chunk -= chunk % 8;
@@ -1249,7 +1217,7 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
             size_t len = w[i].bytes - o < chunk ? (size_t)(w[i].bytes - o) : chunk;
             if (swap && w[i].size > 1) {
                 memcpy(cbuf, src + o, len);
-                byteswap(cbuf, len / w[i].size, w[i].size);
+                kiln_byteswap(cbuf, len / w[i].size, w[i].size);
                 ok = write_all(&wr, cbuf, len);
             } else {
                 ok = write_all(&wr, src + o, len);
@@ -1268,15 +1236,17 @@ kiln_status kiln_safetensors_write(const char *path, const kiln_st_tensor *tenso
     }
     if (!ok) {
         if (wr.err == -1)
-            s = failf(err, KILN_ERR_IO, "%s: writing %s was stopped", path, tmp);
+            s = kiln_set_err(err, KILN_ERR_IO, "%s: writing %s was stopped", path, tmp);
         else
-            s = failf(err, KILN_ERR_IO, "%s: cannot write %s: %s", path, tmp, strerror(wr.err));
+            s = kiln_set_err(err, KILN_ERR_IO, "%s: cannot write %s: %s", path, tmp,
+                             strerror(wr.err));
         unlink(tmp);
         free(tmp);
         return s;
     }
     if (rename(tmp, path) != 0) {
-        s = failf(err, KILN_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+        s = kiln_set_err(err, KILN_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp,
+                         strerror(errno));
         unlink(tmp);
         free(tmp);
         return s;

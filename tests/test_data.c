@@ -9,8 +9,8 @@
 
 #include "kiln/kiln.h"
 #include "runtime/npy.h"
+#include "tests/testutil.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,24 +23,12 @@ static char tmpdir[256];
 
 static void setup(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/kiln_data_XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp failed");
+    kiln_test_tmpdir(tmpdir, sizeof tmpdir, "data");
 }
 
 static void teardown(void)
 {
-    DIR *d = opendir(tmpdir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        if (remove(p) != 0) rmdir(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
+    kiln_test_rmtree(tmpdir);
 }
 
 TestSuite(idx, .init = setup, .fini = teardown);

@@ -6,13 +6,12 @@
  * count of correct predictions (a metric). The REF backend runs on the
  * reference interpreter; the C backend generates, compiles and loads C (a
  * fresh cache directory per test). */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <criterion/criterion.h>
 
 #include "kiln/kiln.h"
 #include "runtime/rng.h"
+#include "tests/testutil.h"
 
-#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,25 +23,16 @@
 #define NH 5  /* hidden units */
 #define NC 3  /* classes */
 
-static char cache_dir[64];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
+static char cache_dir[256];
 
 static void make_cache(void)
 {
-    snprintf(cache_dir, sizeof cache_dir, "/tmp/kiln_test_program_XXXXXX");
-    cr_assert_not_null(mkdtemp(cache_dir), "mkdtemp failed");
+    kiln_test_tmpdir(cache_dir, sizeof cache_dir, "test_program");
 }
 
 static void remove_cache(void)
 {
-    if (cache_dir[0]) nftw(cache_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (cache_dir[0]) kiln_test_rmtree(cache_dir);
     cache_dir[0] = 0;
 }
 

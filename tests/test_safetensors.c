@@ -10,6 +10,7 @@
 #include "kiln/kiln.h"
 #include "kiln/checkpoint.h"
 #include "runtime/safetensors.h"
+#include "tests/testutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,24 +28,12 @@ static char tmpdir[256];
 
 static void setup(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/kiln_st_XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp failed");
+    kiln_test_tmpdir(tmpdir, sizeof tmpdir, "st");
 }
 
 static void teardown(void)
 {
-    DIR *d = opendir(tmpdir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        if (remove(p) != 0) rmdir(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
+    kiln_test_rmtree(tmpdir);
 }
 
 TestSuite(safetensors, .init = setup, .fini = teardown);

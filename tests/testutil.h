@@ -1,4 +1,16 @@
 #ifndef KILN_TESTS_TESTUTIL_H
 #define KILN_TESTS_TESTUTIL_H
 #include "kiln/kiln.h"
+
+#include <stddef.h>
+
+/* Creates a fresh directory "$TMPDIR/kiln_<tag>_XXXXXX" ("/tmp" when TMPDIR
+ * is unset or empty) and writes its path into buf[0..len); the test fails
+ * when mkdtemp does. */
+void kiln_test_tmpdir(char *buf, size_t len, const char *tag);
+
+/* Removes path and everything below it (symbolic links are removed, not
+ * followed); errors are ignored. */
+void kiln_test_rmtree(const char *path);
+
 #endif
