@@ -16,6 +16,40 @@ kiln_status kiln_pass_cse(kiln_graph *g);
 /* passes/dce.c: removes computed nodes no output, loss, metric or assign needs. */
 kiln_status kiln_pass_dce(kiln_graph *g);
 
+/* passes/simplify.c: constant folding, algebraic identities, matmul-chain
+ * reassociation and constant-weight linear folding (see the file's header). */
+typedef enum kiln_simplify_kind {
+    KILN_SIMPLIFY_MATMUL_RIGHT, /* (A@B)@C became A@(B@C) */
+    KILN_SIMPLIFY_MATMUL_LEFT,  /* A@(B@C) became (A@B)@C */
+    KILN_SIMPLIFY_LINEAR_FOLD,  /* (x@W1^T [+b1])@W2^T became x@(W2@W1)^T [+ b1@W2^T] */
+} kiln_simplify_kind;
+
+/* One matmul rewrite: A[m,k] @ B[k,n] @ C[n,p] (for a linear fold: x[m,k],
+ * W1^T [k,n], W2^T [n,p]) and the flops of the order it had and took. */
+typedef struct kiln_simplify_record {
+    kiln_simplify_kind kind;
+    int64_t m, k, n, p;
+    double flops_before, flops_after;
+} kiln_simplify_record;
+
+#define KILN_SIMPLIFY_MAX_RECORDS 16
+
+typedef struct kiln_simplify_stats {
+    int folded;       /* computed scalars replaced by consts */
+    int identities;   /* nodes replaced by an operand or one simpler node */
+    int reassociated; /* matmul chains reordered */
+    int linear_folds; /* constant-weight linear maps merged */
+    int rounds;       /* rewrite rounds run (the last one changes nothing) */
+    int32_t nodes_before, nodes_after;
+    double matmul_flops_before, matmul_flops_after; /* every matmul in the graph */
+    int nrecords;     /* the first KILN_SIMPLIFY_MAX_RECORDS matmul rewrites */
+    kiln_simplify_record records[KILN_SIMPLIFY_MAX_RECORDS];
+} kiln_simplify_stats;
+
+kiln_status kiln_pass_simplify(kiln_graph *g);
+/* The same, filling *stats (when not NULL). */
+kiln_status kiln_pass_simplify_stats(kiln_graph *g, kiln_simplify_stats *stats);
+
 /* passes/pipeline.c: the verifier after a pass, in debug builds. */
 kiln_status kiln_verify_after(kiln_graph *g, const char *pass);
 

@@ -16,6 +16,7 @@ typedef struct pass_row {
 
 static const pass_row passes[] = {
     {"infer", kiln_pass_infer},
+    {"simplify", kiln_pass_simplify},
     {"cse", kiln_pass_cse},
     {"dce", kiln_pass_dce},
 };
@@ -44,5 +45,6 @@ kiln_status kiln_run_pass(kiln_graph *g, const char *pass)
             kiln_status st = passes[i].run(g);
             return st ? st : kiln_verify_after(g, pass);
         }
-    return kiln_errorf(g, KILN_ERR_NOT_FOUND, "unknown pass '%s' (passes: infer, cse, dce)", pass);
+    return kiln_errorf(g, KILN_ERR_NOT_FOUND,
+                       "unknown pass '%s' (passes: infer, simplify, cse, dce)", pass);
 }

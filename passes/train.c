@@ -8,7 +8,7 @@
  * optimizer state in place. Hyperparameters are scalar HPARAM leaves, so a
  * learning-rate schedule never forces a recompile. The update is written op
  * for op as torch.optim.AdamW / torch.optim.SGD (PyTorch 1.13) compute it.
- * The result has been through cse and dce and verifies.
+ * The result has been through simplify, cse and dce and verifies.
  */
 #include "ir/ops.h"
 #include "passes/passes.h"
@@ -218,6 +218,7 @@ static kiln_status assemble(const kiln_graph *forward, const kiln_train_options 
     kiln_graph *g = kiln_graph_clone(forward);
     if (!g) return KILN_ERR_NOMEM;
     kiln_status st = train ? build_train(g, opt) : KILN_OK;
+    if (!st) st = run_pass(g, opt, "simplify");
     if (!st) st = run_pass(g, opt, "cse");
     if (!st) st = run_pass(g, opt, "dce");
     if (st) {

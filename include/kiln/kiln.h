@@ -249,7 +249,8 @@ kiln_train_options kiln_train_defaults(void);
  * is named "<param>.exp_avg" / "<param>.exp_avg_sq" (AdamW) or
  * "<param>.momentum_buffer" (SGD), as PyTorch names it. With keep_grads the
  * gradient of parameter P is also an OUTPUT named "grad.P". The updates
- * follow torch.optim.AdamW and torch.optim.SGD exactly. Runs cse and dce.
+ * follow torch.optim.AdamW and torch.optim.SGD exactly. Runs simplify, cse
+ * and dce.
  * Fails when the graph has no loss, no parameter, or an op on the path from
  * a parameter to the loss has no gradient rule (the message names it). */
 kiln_status kiln_train_program(const kiln_graph *forward, const kiln_train_options *opt,
