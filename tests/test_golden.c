@@ -20,11 +20,18 @@
  * runs on the graph from the model file (the acceptance test) and on the
  * same graph built with the C API. KILN_GOLDEN_VERBOSE=1 prints the measured
  * errors.
+ *
+ * The golden_c suite runs the same training program through generated C
+ * (KILN_BACKEND_C, keep_grads so "grad.<param>" are program tensors), set
+ * and read through kiln_program_set / _get: the loss and the gradients, one
+ * AdamW step at lr 1e-3, two AdamW steps, and two SGD steps, plain and
+ * Nesterov, with the tolerances above.
  */
 #include <criterion/criterion.h>
 
 #include "ir/graph.h"
 #include "runtime/npy.h"
+#include "tests/testutil.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -246,21 +253,32 @@ static void finish(session *s)
     kiln_graph_free(s->train);
 }
 
+/* The hyperparameters of gen_mlp.py's runs for step t, through set(ctx, name,
+ * value); lr 0 keeps the run's own learning rate. */
+typedef void (*hparam_setter)(void *ctx, const char *name, double v);
+
+static void set_hparams(kiln_optimizer opt, int t, double lr, hparam_setter set, void *ctx)
+{
+    if (opt == KILN_OPT_ADAMW) {
+        set(ctx, "lr", lr ? lr : 1e-2);
+        set(ctx, "mom", 0.9);
+        set(ctx, "beta2", 0.99);
+        set(ctx, "eps", 1e-5);
+        set(ctx, "wd", 1e-2);
+        set(ctx, "step", t);
+    } else {
+        set(ctx, "lr", lr ? lr : 0.1);
+        set(ctx, "mom", 0.9);
+        set(ctx, "wd", 1e-2);
+    }
+}
+
+static void set_scalar_cb(void *s, const char *name, double v) { set_scalar(s, name, v); }
+
 /* One training step with the hyperparameters of gen_mlp.py. */
 static void step(session *s, kiln_optimizer opt, int t)
 {
-    if (opt == KILN_OPT_ADAMW) {
-        set_scalar(s, "lr", 1e-2);
-        set_scalar(s, "mom", 0.9);
-        set_scalar(s, "beta2", 0.99);
-        set_scalar(s, "eps", 1e-5);
-        set_scalar(s, "wd", 1e-2);
-        set_scalar(s, "step", t);
-    } else {
-        set_scalar(s, "lr", 0.1);
-        set_scalar(s, "mom", 0.9);
-        set_scalar(s, "wd", 1e-2);
-    }
+    set_hparams(opt, t, 0, set_scalar_cb, s);
     kiln_status st = kiln_interp_run(s->it);
     cr_assert_eq(st, KILN_OK, "step %d: %s", t, kiln_interp_error(s->it));
 }
@@ -333,12 +351,7 @@ static void check_adamw_one_step(source src)
      * gen_mlp.py): run the same step again from the initial weights. */
     finish(&s);
     s = start(src, KILN_OPT_ADAMW, 0);
-    set_scalar(&s, "lr", 1e-3);
-    set_scalar(&s, "mom", 0.9);
-    set_scalar(&s, "beta2", 0.99);
-    set_scalar(&s, "eps", 1e-5);
-    set_scalar(&s, "wd", 1e-2);
-    set_scalar(&s, "step", 1);
+    set_hparams(KILN_OPT_ADAMW, 1, 1e-3, set_scalar_cb, &s);
     cr_assert_eq(kiln_interp_run(s.it), KILN_OK, "%s", kiln_interp_error(s.it));
     for (int p = 0; p < 6; p++) {
         snprintf(name, sizeof name, "adamw1.%s", PARAMS[p]);
@@ -387,3 +400,188 @@ Test(golden, files_have_expected_shapes)
     free_golden(&y);
     free_golden(&w);
 }
+
+/* ---- the same checks through generated C ---- */
+
+static char cache_dir[256];
+
+static void make_cache(void) { kiln_test_tmpdir(cache_dir, sizeof cache_dir, "test_golden"); }
+
+static void remove_cache(void)
+{
+    if (cache_dir[0]) kiln_test_rmtree(cache_dir);
+    cache_dir[0] = 0;
+}
+
+TestSuite(golden_c, .init = make_cache, .fini = remove_cache, .timeout = 600);
+
+/* Writes a golden array into the program tensor `name`, whose shape must be
+ * the array's, in the tensor's dtype. */
+static void c_set_golden(kiln_program *p, const char *name, const char *file)
+{
+    golden g = load_golden(file);
+    kiln_tensor_info info;
+    cr_assert_not_null(kiln_program_data(p, name, &info), "the program has no tensor '%s'", name);
+    cr_assert_eq(info.rank, g.rank, "'%s' has rank %d in kiln, %d in %s.npy", name, info.rank,
+                 g.rank, file);
+    for (int k = 0; k < g.rank; k++)
+        cr_assert_eq(info.shape[k], g.shape[k], "'%s' axis %d: %lld in kiln, %lld in %s.npy",
+                     name, k, (long long)info.shape[k], (long long)g.shape[k], file);
+    size_t es = kiln_dtype_size(info.dtype);
+    char *buf = malloc((size_t)(g.n ? g.n : 1) * es);
+    cr_assert_not_null(buf);
+    for (int64_t i = 0; i < g.n; i++) {
+        if (info.dtype == KILN_F32) {
+            float v = (float)g.v[i];
+            memcpy(buf + (size_t)i * es, &v, sizeof v);
+        } else if (info.dtype == KILN_I32) {
+            int32_t v = (int32_t)g.v[i];
+            memcpy(buf + (size_t)i * es, &v, sizeof v);
+        } else {
+            cr_assert_fail("'%s': unexpected dtype %s", name, kiln_dtype_name(info.dtype));
+        }
+    }
+    kiln_status st = kiln_program_set(p, name, buf, (size_t)g.n * es);
+    cr_assert_eq(st, KILN_OK, "setting '%s': %s", name, kiln_program_error(p));
+    free(buf);
+    free_golden(&g);
+}
+
+/* A program tensor (f32) as n doubles (malloc'd); n must be its size. */
+static double *c_values(kiln_program *p, const char *name, int64_t n)
+{
+    kiln_tensor_info info;
+    cr_assert_not_null(kiln_program_data(p, name, &info), "the program has no tensor '%s'", name);
+    cr_assert_eq(info.dtype, KILN_F32, "'%s' is %s", name, kiln_dtype_name(info.dtype));
+    cr_assert_eq((int64_t)(info.bytes / sizeof(float)), n, "'%s' holds %lld values, expected %lld",
+                 name, (long long)(info.bytes / sizeof(float)), (long long)n);
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    cr_assert(f && v);
+    kiln_status st = kiln_program_get(p, name, f, (size_t)n * sizeof *f);
+    cr_assert_eq(st, KILN_OK, "reading '%s': %s", name, kiln_program_error(p));
+    for (int64_t i = 0; i < n; i++) v[i] = f[i];
+    free(f);
+    return v;
+}
+
+/* The training program compiled to C, with the initial weights, the batch
+ * and zeroed optimizer state. */
+static kiln_program *c_start(source src, kiln_optimizer opt, int nesterov)
+{
+    kiln_graph *fwd = forward_graph(src);
+    kiln_compile_options o = kiln_compile_defaults();
+    o.backend = KILN_BACKEND_C;
+    o.cache_dir = cache_dir;
+    o.train.optimizer = opt;
+    o.train.nesterov = nesterov;
+    o.train.keep_grads = 1;
+    kiln_program *p = NULL;
+    char *err = NULL;
+    kiln_status st = kiln_compile(fwd, &o, &p, &err);
+    cr_assert_eq(st, KILN_OK, "kiln_compile: %s", err ? err : kiln_status_str(st));
+    free(err);
+    kiln_graph_free(fwd);
+    cr_assert(kiln_program_has_entry(p, "train_step"));
+    c_set_golden(p, "x", "x");
+    c_set_golden(p, "y", "y");
+    for (int k = 0; k < 6; k++) c_set_golden(p, PARAMS[k], PARAMS[k]);
+    cr_assert_eq(kiln_program_reset_state(p), KILN_OK, "%s", kiln_program_error(p));
+    return p;
+}
+
+static void set_hparam_cb(void *p, const char *name, double v)
+{
+    kiln_status st = kiln_program_set_hparam(p, name, v);
+    cr_assert_eq(st, KILN_OK, "hyperparameter '%s': %s", name, kiln_program_error(p));
+}
+
+/* One train_step with gen_mlp.py's hyperparameters (lr 0: the run's own). */
+static void c_step(kiln_program *p, kiln_optimizer opt, int t, double lr)
+{
+    set_hparams(opt, t, lr, set_hparam_cb, p);
+    kiln_status st = kiln_program_run(p, "train_step");
+    cr_assert_eq(st, KILN_OK, "step %d: %s", t, kiln_program_error(p));
+}
+
+static void c_expect_tensor(kiln_program *p, const char *tensor, const char *file, double atol,
+                            const golden *init)
+{
+    golden g = load_golden(file);
+    double *got = c_values(p, tensor, g.n);
+    char what[200];
+    snprintf(what, sizeof what, "generated C: %s", file);
+    expect_close(what, got, &g, RTOL, atol);
+    if (init) expect_update_close(what, got, &g, init);
+    free(got);
+    free_golden(&g);
+}
+
+/* (a) the loss and the gradients at the initial weights. */
+static void c_check_gradients(source src)
+{
+    kiln_program *p = c_start(src, KILN_OPT_ADAMW, 0);
+    c_step(p, KILN_OPT_ADAMW, 1, 0);
+    c_expect_tensor(p, "loss", "loss", ATOL, NULL);
+    for (int k = 0; k < 6; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "grad.%s", PARAMS[k]);
+        c_expect_tensor(p, name, name, ATOL, NULL);
+    }
+    kiln_program_free(p);
+}
+
+/* One AdamW step at lr 1e-3, strict tolerance everywhere (see
+ * check_adamw_one_step). */
+static void c_check_adamw_one_step(source src)
+{
+    kiln_program *p = c_start(src, KILN_OPT_ADAMW, 0);
+    c_step(p, KILN_OPT_ADAMW, 1, 1e-3);
+    c_expect_tensor(p, "loss", "loss", ATOL, NULL);
+    for (int k = 0; k < 6; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "adamw1.%s", PARAMS[k]);
+        c_expect_tensor(p, PARAMS[k], name, ATOL, NULL);
+    }
+    kiln_program_free(p);
+}
+
+/* (b), (c): two optimizer steps, their losses and the parameters after. */
+static void c_check_two_steps(source src, kiln_optimizer opt, int nesterov, const char *run)
+{
+    kiln_program *p = c_start(src, opt, nesterov);
+    char name[160], what[200];
+    snprintf(name, sizeof name, "%s_losses", run);
+    golden losses = load_golden(name);
+    cr_assert_eq(losses.n, 2);
+    for (int t = 1; t <= 2; t++) {
+        c_step(p, opt, t, 0);
+        golden one = {0, {0}, 1, &losses.v[t - 1]};
+        double *loss = c_values(p, "loss", 1);
+        snprintf(what, sizeof what, "generated C: %s loss of step %d", run, t);
+        expect_close(what, loss, &one, RTOL, ATOL);
+        free(loss);
+    }
+    free_golden(&losses);
+    for (int k = 0; k < 6; k++) {
+        snprintf(name, sizeof name, "%s2.%s", run, PARAMS[k]);
+        golden init = load_golden(PARAMS[k]);
+        c_expect_tensor(p, PARAMS[k], name, opt == KILN_OPT_ADAMW ? ADAMW_PARAM_ATOL : ATOL,
+                        &init);
+        free_golden(&init);
+    }
+    kiln_program_free(p);
+}
+
+Test(golden_c, gradients_model_file) { c_check_gradients(FROM_FILE); }
+Test(golden_c, adamw_one_step_model_file) { c_check_adamw_one_step(FROM_FILE); }
+Test(golden_c, sgd_two_steps_model_file) { c_check_two_steps(FROM_FILE, KILN_OPT_SGD, 0, "sgd"); }
+Test(golden_c, adamw_two_steps_model_file)
+{
+    c_check_two_steps(FROM_FILE, KILN_OPT_ADAMW, 0, "adamw");
+}
+Test(golden_c, sgd_nesterov_two_steps_model_file)
+{
+    c_check_two_steps(FROM_FILE, KILN_OPT_SGD, 1, "sgd_nesterov");
+}
+Test(golden_c, gradients_capi) { c_check_gradients(FROM_CAPI); }
