@@ -13,11 +13,12 @@
  *   static int k12_matmul(const float *restrict b0, const float *restrict b1,
  *                         float *restrict b2) { ...loops...; return 0; }
  *   ...
- *   int kiln_train_step(char *restrict P, char *restrict S, char *restrict A)
+ *   int kiln_train_step(char *restrict P, char *restrict S, char *restrict A,
+ *                       const kiln_rt *rt)
  *   {
  *       int rc;
  *       if ((rc = k12_matmul((const float *)(A + 0), (const float *)(P + 0),
- *                            (float *)(A + 200704)))) return kiln_fail(12, rc);
+ *                            (float *)(A + 200704), rt))) return kiln_fail(12, rc);
  *       ...
  *       return 0;
  *   }
@@ -25,6 +26,30 @@
  * An entry returns 0, or a positive code: (kernel index in the entry) * 8 +
  * check code, which kiln_plan_error_message turns into the kernel's check
  * message. Buffers a kernel both reads and writes are not `restrict`.
+ *
+ * Threads. The generated code is dlopen'd and cannot call libkiln, so an
+ * entry takes the runtime's services as a kiln_rt (below; the translation
+ * unit declares the same struct). A top-level loop that its lowering rule
+ * marked parallel (kiln_kstmt.parallel: iterations write disjoint elements
+ * and carry no local from one to the next) and that is worth splitting
+ * (extent >= 2 and at least KILN_PAR_MIN_WORK scalar statements in the whole
+ * nest, no run-time check inside, no buffer that shares storage) is
+ * outlined: its iterations [lo, hi) become
+ *
+ *   static void k12_matmul_p0(void *ctx, int64_t lo, int64_t hi);
+ *
+ * reading the kernel's buffer pointers from a small struct, and the kernel
+ * (which then takes `const kiln_rt *rt` as its last parameter) calls
+ * rt->parallel_for(rt->pool, extent, k12_matmul_p0, &ctx). parallel_for
+ * must call fn(ctx, lo, hi) over chunks that cover [0, extent) exactly once
+ * and return only when all have finished, their writes visible to the
+ * caller: that is the barrier before the next kernel. Each output element is
+ * computed by the same code whatever the split, so results do not depend on
+ * the number of threads. rt is never NULL; a runtime without threads passes
+ * a parallel_for that calls fn(ctx, 0, n) (runtime/threadpool.h:
+ * kiln_pool_rt(NULL)). The kiln_rt layout is part of the contract: change it
+ * here and in the emitter together (the disk cache keys on the source, so
+ * stale objects are never loaded).
  */
 #ifndef KILN_CODEGEN_CODEGEN_H
 #define KILN_CODEGEN_CODEGEN_H
@@ -83,6 +108,19 @@ kiln_status kiln_cc_load(const char *source, const kiln_cc_options *opt, kiln_so
 void *kiln_so_sym(kiln_so *so, const char *name);
 void kiln_so_close(kiln_so *so);
 
-typedef int (*kiln_entry_fn)(char *P, char *S, char *A);
+/* What entry points get from the runtime (see "Threads" above). The emitter
+ * writes this declaration into every translation unit, member for member. */
+typedef struct kiln_rt {
+    void *pool;
+    void (*parallel_for)(void *pool, int64_t n, void (*fn)(void *, int64_t, int64_t), void *ctx);
+} kiln_rt;
+
+/* The least number of scalar statements (stores, sets, checks) a loop nest
+ * executes for the emitter to split it across the pool. */
+#ifndef KILN_PAR_MIN_WORK
+#define KILN_PAR_MIN_WORK 32768
+#endif
+
+typedef int (*kiln_entry_fn)(char *P, char *S, char *A, const kiln_rt *rt);
 
 #endif

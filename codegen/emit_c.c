@@ -14,8 +14,16 @@
  *   - a load of a `const` node is its value, inlined; consts are not
  *     parameters;
  *   - one `int kiln_<entry>(char *restrict P, char *restrict S, char *restrict
- *     A)` per entry that calls its kernels in order on their places, and
- *     returns 0 or (kernel index) * 8 + (check code);
+ *     A, const kiln_rt *rt)` per entry that calls its kernels in order on
+ *     their places, and returns 0 or (kernel index) * 8 + (check code);
+ *   - a top-level loop marked parallel that is worth splitting (see
+ *     plan_outlining and codegen.h, "Threads") becomes `kN_op_pM_run(lo, hi,
+ *     buffers...)` over its iterations [lo, hi), with restrict buffer
+ *     parameters and its own locals, plus `kN_op_pM(void *ctx, lo, hi)`
+ *     that reads the buffers from a `kN_op_pM_ctx` struct; the kernel takes
+ *     `const kiln_rt *rt` last and calls rt->parallel_for(rt->pool, extent,
+ *     kN_op_pM, &ctx) where the loop was. Other loops are written as they
+ *     are (a parallel hint alone changes nothing in the text);
  *   - kernels that are the same in two entries (same name, same code) are
  *     written once; a kernel whose name is taken by different code is
  *     renamed <entry>_<name>.
@@ -308,6 +316,12 @@ static void emit_helpers(sbuf *b, const bool *used)
 
 /* ---- kernels ---- */
 
+/* Per buffer of a kernel: whether it is a parameter, read, written, and
+ * whether it may be `restrict`. */
+typedef struct bufinfo {
+    bool param, read, written, restrict_ok;
+} bufinfo;
+
 typedef struct kctx {
     const kiln_kernel *k;
     const kiln_graph *g;
@@ -319,6 +333,12 @@ typedef struct kctx {
     int32_t *temp;     /* the temporary holding it, or -1 */
     int32_t ntemps;    /* temporaries so far in this kernel (v0, v1, ...) */
     const char *error; /* a problem to report with #error */
+    /* threads: which top-level loops are outlined onto the pool */
+    const uint8_t *outline; /* per statement: 1 for an outlined top-level loop */
+    const int32_t *local_owner; /* per local: its top-level statement; -1 none, -2 several */
+    const bufinfo *bi;          /* per buffer of the kernel */
+    sbuf *pre;                  /* where outlined loops' functions go */
+    int npar;                   /* outlined loops so far (p0, p1, ...) */
 } kctx;
 
 static bool is_const_buf(const kctx *c, int32_t buf)
@@ -757,6 +777,206 @@ static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
     sb_puts(c->b, "\n");
 }
 
+/* `for (int64_t iN = 0; iN < extent; iN++) {` with the loop's hints as a
+ * comment (a parallel hint is only shown where the loop is outlined: a loop
+ * run serially is an ordinary loop); lo_hi: iterate over [lo, hi) instead
+ * (an outlined loop's chunk). */
+static void put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *lo_hi)
+{
+    sbuf *b = c->b;
+    if (st->vector) put_simd_pragma(c, st, depth);
+    sb_indent(b, depth);
+    if (lo_hi)
+        sb_printf(b, "for (int64_t i%d = lo; i%d < hi; i%d++) {", st->var, st->var, st->var);
+    else
+        sb_printf(b, "for (int64_t i%d = 0; i%d < %lld; i%d++) {", st->var, st->var,
+                  (long long)st->extent, st->var);
+    if (lo_hi || st->vector || st->unroll) {
+        sb_puts(b, " /*");
+        if (lo_hi) sb_printf(b, " %s", lo_hi);
+        if (st->vector) sb_printf(b, " vector %d", st->vector);
+        if (st->unroll) sb_printf(b, " unroll %d", st->unroll);
+        sb_puts(b, " */");
+    }
+    sb_puts(b, "\n");
+}
+
+static void put_stmts(kctx *c, int32_t s, int depth, int guard);
+
+/* A buffer parameter: `const float *restrict b1 (comment: shape, node, name)`. */
+static void put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes)
+{
+    const kiln_kbuf *kb = &c->k->bufs[i];
+    sbuf *b = c->b;
+    if (!dtype_ok(kb->dtype)) c->error = "a buffer of an unsupported dtype (f16/bf16)";
+    sb_printf(b, "%s%s *%sb%d /* ", kb->written ? "" : "const ", ctype_mem(kb->dtype),
+              restrict_ok ? "restrict " : "", i);
+    char t[160];
+    sb_puts(b, kiln_shape_str((kiln_dtype)kb->dtype, kb->rank, kb->shape, t, sizeof t));
+    if (kb->node >= 0 && kb->node < c->g->nnodes) {
+        const kiln_node *n = &c->g->nodes[kb->node];
+        sb_printf(b, " %%%d", kb->node);
+        if (n->name) {
+            sb_puts(b, " ");
+            sb_comment_text(b, n->name);
+        }
+    }
+    if (notes && kb->written && c->bi[i].read)
+        sb_puts(b, ", read and written");
+    else if (notes && !restrict_ok)
+        sb_puts(b, ", shares storage");
+    sb_puts(b, " */");
+}
+
+/* Marks what statements s.. (a list, recursively) use: locals (lmark) and
+ * buffers (bmark), through the expressions they evaluate (xseen: visited). */
+static void mark_uses_expr(const kiln_kernel *k, int32_t e, uint8_t *lmark, uint8_t *bmark,
+                           uint8_t *xseen)
+{
+    if (e < 0 || e >= k->nexprs || xseen[e]) return;
+    xseen[e] = 1;
+    const kiln_kexpr *x = &k->exprs[e];
+    if (x->op == KX_LOCAL && x->a >= 0 && x->a < k->nlocals) lmark[x->a] = 1;
+    if (x->op == KX_LOAD && x->a >= 0 && x->a < k->nbufs) bmark[x->a] = 1;
+    int32_t ops[3];
+    bool cond[3];
+    int n = operands(x, ops, cond);
+    for (int i = 0; i < n; i++) mark_uses_expr(k, ops[i], lmark, bmark, xseen);
+}
+
+static void mark_uses(const kiln_kernel *k, int32_t s, bool list, uint8_t *lmark, uint8_t *bmark,
+                      uint8_t *xseen, int *guard)
+{
+    for (; s >= 0 && s < k->nstmts && (*guard)++ <= k->nstmts; s = list ? k->stmts[s].next : -1) {
+        const kiln_kstmt *st = &k->stmts[s];
+        switch (st->kind) {
+        case KS_LOOP:
+            mark_uses(k, st->body, true, lmark, bmark, xseen, guard);
+            break;
+        case KS_STORE:
+            if (st->buf >= 0 && st->buf < k->nbufs) bmark[st->buf] = 1;
+            mark_uses_expr(k, st->index, lmark, bmark, xseen);
+            mark_uses_expr(k, st->value, lmark, bmark, xseen);
+            break;
+        case KS_SET:
+            if (st->var >= 0 && st->var < k->nlocals) lmark[st->var] = 1;
+            mark_uses_expr(k, st->value, lmark, bmark, xseen);
+            break;
+        case KS_CHECK:
+            mark_uses_expr(k, st->value, lmark, bmark, xseen);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* Scalar statements a list executes (loops multiply by their extent). */
+static double list_work(const kiln_kernel *k, int32_t s, int *guard, bool *checks)
+{
+    double w = 0.0;
+    for (; s >= 0 && s < k->nstmts && (*guard)++ <= k->nstmts; s = k->stmts[s].next) {
+        const kiln_kstmt *st = &k->stmts[s];
+        if (st->kind == KS_LOOP)
+            w += (double)(st->extent > 0 ? st->extent : 0) * list_work(k, st->body, guard, checks);
+        else
+            w += 1.0;
+        if (st->kind == KS_CHECK) *checks = true;
+    }
+    return w;
+}
+
+/* The buffers an outlined loop passes: parameters it uses, in buffer
+ * order. */
+static int loop_bufs(const kctx *c, int32_t loop, int32_t *out)
+{
+    const kiln_kernel *k = c->k;
+    uint8_t *lmark = calloc((size_t)(k->nlocals ? k->nlocals : 1), 1);
+    uint8_t *bmark = calloc((size_t)(k->nbufs ? k->nbufs : 1), 1);
+    uint8_t *xseen = calloc((size_t)(k->nexprs ? k->nexprs : 1), 1);
+    int n = 0;
+    if (lmark && bmark && xseen) {
+        int guard = 0;
+        mark_uses(k, loop, false, lmark, bmark, xseen, &guard);
+        for (int32_t i = 0; i < k->nbufs; i++)
+            if (bmark[i] && c->bi[i].param) out[n++] = i;
+    } else {
+        n = -1;
+    }
+    free(lmark);
+    free(bmark);
+    free(xseen);
+    return n;
+}
+
+/* An outlined parallel loop: its iterations become function <kernel>_pN over
+ * [lo, hi) (written to c->pre, with the kernel's name as \x01, filled in
+ * when the translation unit is assembled), and the kernel hands the range
+ * to the thread pool. */
+static void put_outlined(kctx *c, int32_t s, int depth, int guard)
+{
+    const kiln_kernel *k = c->k;
+    const kiln_kstmt *st = &k->stmts[s];
+    int32_t *bufs = malloc((size_t)(k->nbufs ? k->nbufs : 1) * sizeof *bufs);
+    int nb = bufs ? loop_bufs(c, s, bufs) : -1;
+    if (nb < 0) {
+        c->b->oom = true;
+        free(bufs);
+        return;
+    }
+    int m = c->npar++;
+    sbuf *kb = c->b, *pre = c->pre;
+    /* the chunk's body, with restrict buffers as parameters */
+    sb_printf(pre, "/* \x01, loop i%d over [0, %lld) on the thread pool: iterations [lo, hi) */\n",
+              st->var, (long long)st->extent);
+    sb_printf(pre, "static void \x01_p%d_run(int64_t lo, int64_t hi", m);
+    c->b = pre;
+    for (int i = 0; i < nb; i++) {
+        sb_puts(pre, ",\n    ");
+        put_buf_param(c, bufs[i], true, false);
+    }
+    sb_puts(pre, ")\n{\n");
+    for (int32_t l = 0; l < k->nlocals; l++) {
+        if (c->local_owner[l] != s) continue;
+        int t = k->local_dtype[l];
+        if (!dtype_ok(t)) c->error = "a local of an unsupported dtype (f16/bf16)";
+        sb_printf(pre, "    %s t%d = 0;\n", ctype_val(t), l);
+    }
+    put_loop_head(c, st, 1, "parallel: a chunk");
+    put_stmts(c, st->body, 2, guard);
+    sb_puts(pre, "    }\n}\n\n");
+    /* the pool's entry: buffers from the context struct */
+    sb_printf(pre, "typedef struct \x01_p%d_ctx {\n", m);
+    for (int i = 0; i < nb; i++) {
+        const kiln_kbuf *bf = &k->bufs[bufs[i]];
+        sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ", ctype_mem(bf->dtype),
+                  bufs[i]);
+    }
+    if (nb == 0) sb_puts(pre, "    int unused;\n");
+    sb_printf(pre, "} \x01_p%d_ctx;\n\n", m);
+    sb_printf(pre, "static void \x01_p%d(void *ctx, int64_t lo, int64_t hi)\n{\n", m);
+    sb_printf(pre, "    const \x01_p%d_ctx *c = (const \x01_p%d_ctx *)ctx;\n", m, m);
+    if (nb == 0) sb_puts(pre, "    (void)c;\n");
+    sb_printf(pre, "    \x01_p%d_run(lo, hi", m);
+    for (int i = 0; i < nb; i++) sb_printf(pre, ", c->b%d", bufs[i]);
+    sb_puts(pre, ");\n}\n\n");
+    /* in the kernel */
+    c->b = kb;
+    sb_indent(kb, depth);
+    sb_printf(kb, "{ /* loop i%d over [0, %lld): parallel, split across the thread pool */\n",
+              st->var, (long long)st->extent);
+    sb_indent(kb, depth + 1);
+    sb_printf(kb, "\x01_p%d_ctx c%d = {", m, m);
+    for (int i = 0; i < nb; i++) sb_printf(kb, "%sb%d", i ? ", " : "", bufs[i]);
+    sb_puts(kb, nb ? "};\n" : "0};\n");
+    sb_indent(kb, depth + 1);
+    sb_printf(kb, "rt->parallel_for(rt->pool, %lld, \x01_p%d, &c%d);\n", (long long)st->extent, m,
+              m);
+    sb_indent(kb, depth);
+    sb_puts(kb, "}\n");
+    free(bufs);
+}
+
 static void put_stmts(kctx *c, int32_t s, int depth, int guard)
 {
     const kiln_kernel *k = c->k;
@@ -770,18 +990,11 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
         const kiln_kstmt *st = &k->stmts[s];
         switch (st->kind) {
         case KS_LOOP:
-            if (st->vector) put_simd_pragma(c, st, depth);
-            sb_indent(b, depth);
-            sb_printf(b, "for (int64_t i%d = 0; i%d < %lld; i%d++) {", st->var, st->var,
-                      (long long)st->extent, st->var);
-            if (st->parallel || st->vector || st->unroll) {
-                sb_puts(b, " /*");
-                if (st->parallel) sb_puts(b, " parallel");
-                if (st->vector) sb_printf(b, " vector %d", st->vector);
-                if (st->unroll) sb_printf(b, " unroll %d", st->unroll);
-                sb_puts(b, " */");
+            if (c->outline && c->outline[s]) {
+                put_outlined(c, s, depth, guard);
+                break;
             }
-            sb_puts(b, "\n");
+            put_loop_head(c, st, depth, NULL);
             put_stmts(c, st->body, depth + 1, guard);
             sb_indent(b, depth);
             sb_puts(b, "}\n");
@@ -827,11 +1040,6 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
     }
 }
 
-/* Per buffer of a kernel: whether it is a parameter, read, written, and
- * whether it may be `restrict`. */
-typedef struct bufinfo {
-    bool param, read, written, restrict_ok;
-} bufinfo;
 
 static size_t buf_bytes(const kiln_kbuf *kb)
 {
@@ -870,52 +1078,117 @@ static void classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinf
     }
 }
 
-/* The parameters and body of kernel k (everything after its name), into b. */
-static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbuf *b, bool *helpers)
+/* Decides which top-level loops of k to outline onto the thread pool
+ * (outline[s] = 1) and which top-level statement uses each local
+ * (owner[l]: the statement, -1 none, -2 several). A loop is outlined when
+ * its lowering rule marked it parallel, it has at least 2 iterations, its
+ * nest executes at least KILN_PAR_MIN_WORK scalar statements, it has no
+ * run-time check (a failure code cannot leave a worker), every local it
+ * uses is its own (declared per chunk), and every buffer it uses may be
+ * `restrict` (no storage shared with a buffer that is written). Returns
+ * how many loops it outlines, or -1 when out of memory. */
+static int plan_outlining(const kiln_kernel *k, const bufinfo *bi, uint8_t *outline,
+                          int32_t *owner)
+{
+    uint8_t *lmark = calloc((size_t)(k->nlocals ? k->nlocals : 1), 1);
+    uint8_t *bmark = calloc((size_t)(k->nbufs ? k->nbufs : 1), 1);
+    uint8_t *xseen = calloc((size_t)(k->nexprs ? k->nexprs : 1), 1);
+    int n = 0;
+    if (!lmark || !bmark || !xseen) {
+        n = -1;
+        goto done;
+    }
+    for (int32_t l = 0; l < k->nlocals; l++) owner[l] = -1;
+    int guard = 0;
+    for (int32_t s = k->body; s >= 0 && s < k->nstmts && guard++ <= k->nstmts;
+         s = k->stmts[s].next) {
+        memset(lmark, 0, (size_t)k->nlocals);
+        memset(xseen, 0, (size_t)k->nexprs);
+        int g2 = 0;
+        mark_uses(k, s, false, lmark, bmark, xseen, &g2);
+        for (int32_t l = 0; l < k->nlocals; l++)
+            if (lmark[l]) owner[l] = owner[l] == -1 ? s : -2;
+    }
+    guard = 0;
+    for (int32_t s = k->body; s >= 0 && s < k->nstmts && guard++ <= k->nstmts;
+         s = k->stmts[s].next) {
+        const kiln_kstmt *st = &k->stmts[s];
+        if (st->kind != KS_LOOP || !st->parallel || st->extent < 2) continue;
+        bool checks = false;
+        int g2 = 0;
+        double work = (double)st->extent * list_work(k, st->body, &g2, &checks);
+        if (checks || work < KILN_PAR_MIN_WORK) continue;
+        memset(lmark, 0, (size_t)k->nlocals);
+        memset(bmark, 0, (size_t)k->nbufs);
+        memset(xseen, 0, (size_t)k->nexprs);
+        g2 = 0;
+        mark_uses(k, s, false, lmark, bmark, xseen, &g2);
+        bool ok = true;
+        for (int32_t l = 0; l < k->nlocals; l++)
+            if (lmark[l] && owner[l] != s) ok = false;
+        for (int32_t i = 0; i < k->nbufs; i++)
+            if (bmark[i] && bi[i].param && !bi[i].restrict_ok) ok = false;
+        if (ok) {
+            outline[s] = 1;
+            n++;
+        }
+    }
+done:
+    free(lmark);
+    free(bmark);
+    free(xseen);
+    return n;
+}
+
+/* The parameters and body of kernel k (everything after its name), into b;
+ * the functions of its outlined loops into pre. Both name the kernel \x01.
+ * *uses_rt: the kernel takes the runtime struct (it outlines a loop). */
+static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbuf *b, sbuf *pre,
+                             bool *helpers, bool *uses_rt)
 {
     bufinfo *bi = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *bi);
     size_t ne = (size_t)(k->nexprs ? k->nexprs : 1);
+    uint8_t *outline = calloc((size_t)(k->nstmts ? k->nstmts : 1), 1);
+    int32_t *owner = calloc((size_t)(k->nlocals ? k->nlocals : 1), sizeof *owner);
     kctx c = {.k = k,
               .g = e->g,
               .b = b,
               .helpers = helpers,
               .refs = calloc(ne, sizeof(int32_t)),
               .uncond = calloc(ne, 1),
-              .temp = malloc(ne * sizeof(int32_t))};
-    if (!bi || !c.refs || !c.uncond || !c.temp) {
+              .temp = malloc(ne * sizeof(int32_t)),
+              .bi = bi,
+              .pre = pre};
+    *uses_rt = false;
+    if (!bi || !c.refs || !c.uncond || !c.temp || !outline || !owner) {
         b->oom = true;
         goto done;
     }
     clear_temps(&c);
     classify_bufs(k, e, bi);
+    int nout = plan_outlining(k, bi, outline, owner);
+    if (nout < 0) {
+        b->oom = true;
+        goto done;
+    }
+    if (nout > 0) {
+        c.outline = outline;
+        c.local_owner = owner;
+        *uses_rt = true;
+    }
     sb_puts(b, "(");
     int nparams = 0;
     for (int32_t i = 0; i < k->nbufs; i++) {
         if (!bi[i].param) continue;
-        const kiln_kbuf *kb = &k->bufs[i];
-        if (!dtype_ok(kb->dtype)) c.error = "a buffer of an unsupported dtype (f16/bf16)";
         sb_puts(b, nparams++ ? ",\n    " : "\n    ");
-        sb_printf(b, "%s%s *%sb%d /* ", kb->written ? "" : "const ", ctype_mem(kb->dtype),
-                  bi[i].restrict_ok ? "restrict " : "", i);
-        char t[160];
-        sb_puts(b, kiln_shape_str((kiln_dtype)kb->dtype, kb->rank, kb->shape, t, sizeof t));
-        if (kb->node >= 0 && kb->node < e->g->nnodes) {
-            const kiln_node *n = &e->g->nodes[kb->node];
-            sb_printf(b, " %%%d", kb->node);
-            if (n->name) {
-                sb_puts(b, " ");
-                sb_comment_text(b, n->name);
-            }
-        }
-        if (kb->written && bi[i].read)
-            sb_puts(b, ", read and written");
-        else if (!bi[i].restrict_ok)
-            sb_puts(b, ", shares storage");
-        sb_puts(b, " */");
+        put_buf_param(&c, i, bi[i].restrict_ok, true);
     }
+    if (nout > 0) sb_puts(b, nparams++ ? ",\n    const kiln_rt *rt" : "\n    const kiln_rt *rt");
     sb_puts(b, nparams ? ")\n{\n" : "void)\n{\n");
     for (int32_t l = 0; l < k->nlocals; l++) {
         int t = k->local_dtype[l];
+        /* a local of an outlined loop lives in its chunk function */
+        if (nout > 0 && owner[l] >= 0 && outline[owner[l]]) continue;
         if (!dtype_ok(t)) c.error = "a local of an unsupported dtype (f16/bf16)";
         sb_printf(b, "    %s t%d = 0;\n", ctype_val(t), l);
     }
@@ -924,6 +1197,8 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
     sb_puts(b, "    return 0;\n}\n");
 done:
     free(bi);
+    free(outline);
+    free(owner);
     free(c.refs);
     free(c.uncond);
     free(c.temp);
@@ -934,8 +1209,20 @@ done:
 typedef struct kfunc {
     char name[160];
     const kiln_kernel *k;
-    char *rest; /* parameters and body */
+    char *rest;   /* parameters and body; the kernel's name is \x01 */
+    char *pre;    /* the functions of its outlined loops (or ""); likewise */
+    bool uses_rt; /* it takes `const kiln_rt *rt` last */
 } kfunc;
+
+/* s with every \x01 replaced by name. */
+static void sb_put_named(sbuf *b, const char *s, const char *name)
+{
+    for (const char *q; (q = strchr(s, '\x01')); s = q + 1) {
+        sb_putn(b, s, (size_t)(q - s));
+        sb_puts(b, name);
+    }
+    sb_puts(b, s);
+}
 
 static bool is_ident(const char *s)
 {
@@ -953,6 +1240,11 @@ static void ident_from(char *out, size_t len, const char *s)
         if (!(isalnum((unsigned char)*p) || *p == '_')) *p = '_';
 }
 
+static bool same_code(const kfunc *f, const char *rest, const char *pre)
+{
+    return !strcmp(f->rest, rest) && !strcmp(f->pre ? f->pre : "", pre);
+}
+
 static int find_func(const kfunc *f, int n, const char *name)
 {
     for (int i = 0; i < n; i++)
@@ -967,7 +1259,7 @@ static const char *space_name(int s)
 
 /* One kernel call in an entry: its arguments are the places of its buffers. */
 static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, const char *fname,
-                      int index)
+                      bool uses_rt, int index)
 {
     bufinfo *bi = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *bi);
     if (!bi) {
@@ -979,7 +1271,7 @@ static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, c
     sb_comment_text(b, k->comment);
     sb_puts(b, " */\n");
     /* the arguments: (T *)(A + offset) per buffer */
-    char(*args)[96] = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *args);
+    char(*args)[96] = calloc((size_t)k->nbufs + 1, sizeof *args);
     if (!args) {
         b->oom = true;
         free(bi);
@@ -1000,6 +1292,10 @@ static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, c
         if (!sp) bad = "a buffer has no place";
         snprintf(args[nargs], sizeof args[0], "(%s%s *)(%s + %lld)", kb->written ? "" : "const ",
                  ctype_mem(kb->dtype), sp ? sp : "A", (long long)pl.offset);
+        arglen += strlen(args[nargs++]) + 2;
+    }
+    if (uses_rt) {
+        snprintf(args[nargs], sizeof args[0], "rt");
         arglen += strlen(args[nargs++]) + 2;
     }
     char head[200];
@@ -1032,7 +1328,7 @@ static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, c
 char *kiln_emit_c_source(const kiln_plan *plan)
 {
     if (!plan) return NULL;
-    sbuf out = {0}, body = {0}, rest = {0};
+    sbuf out = {0}, body = {0}, rest = {0}, pre = {0};
     bool helpers[H_COUNT] = {0};
     int total = 0;
     for (int ei = 0; ei < plan->nentries; ei++)
@@ -1054,22 +1350,26 @@ char *kiln_emit_c_source(const kiln_plan *plan)
             }
             rest.n = 0;
             if (rest.p) rest.p[0] = '\0';
-            emit_kernel_rest(k, e, &rest, helpers);
-            if (rest.oom) {
+            pre.n = 0;
+            if (pre.p) pre.p[0] = '\0';
+            bool uses_rt = false;
+            emit_kernel_rest(k, e, &rest, &pre, helpers, &uses_rt);
+            if (rest.oom || pre.oom) {
                 oom = true;
                 break;
             }
+            const char *pre_text = pre.p ? pre.p : "";
             char base[72], name[160];
             ident_from(base, sizeof base, k->name);
             snprintf(name, sizeof name, "%s", base);
             int f = find_func(funcs, nfuncs, name);
-            if (f >= 0 && strcmp(funcs[f].rest, rest.p) != 0) {
+            if (f >= 0 && !same_code(&funcs[f], rest.p, pre_text)) {
                 /* the same name for different code: <entry>_<name>[_n] */
                 char en[64];
                 ident_from(en, sizeof en, e->name);
                 snprintf(name, sizeof name, "%s_%s", en, base);
                 for (int n = 2; (f = find_func(funcs, nfuncs, name)) >= 0 &&
-                                strcmp(funcs[f].rest, rest.p) != 0;
+                                !same_code(&funcs[f], rest.p, pre_text);
                      n++)
                     snprintf(name, sizeof name, "%s_%s_%d", en, base, n);
             }
@@ -1077,7 +1377,9 @@ char *kiln_emit_c_source(const kiln_plan *plan)
                 f = nfuncs++;
                 snprintf(funcs[f].name, sizeof funcs[f].name, "%s", name);
                 funcs[f].k = k;
-                if (!(funcs[f].rest = strdup(rest.p))) oom = true;
+                funcs[f].uses_rt = uses_rt;
+                if (!(funcs[f].rest = strdup(rest.p)) || !(funcs[f].pre = strdup(pre_text)))
+                    oom = true;
             }
             fidx[slot] = f;
         }
@@ -1093,17 +1395,21 @@ char *kiln_emit_c_source(const kiln_plan *plan)
         sb_printf(&body, ": %d kernel%s */\n", e->nkernels, e->nkernels == 1 ? "" : "s");
         if (!is_ident(e->name))
             sb_printf(&body, "#error \"kiln: entry name '%s' is not a C identifier\"\n", en);
-        sb_printf(&body, "int kiln_%s(char *restrict P, char *restrict S, char *restrict A)\n{\n",
-                  en);
+        sb_printf(&body,
+                  "int kiln_%s(char *restrict P, char *restrict S, char *restrict A,\n"
+                  "%*sconst kiln_rt *rt)\n{\n",
+                  en, (int)strlen(en) + 10, "");
         bool checks = false;
         for (int ki = 0; ki < e->nkernels; ki++)
             checks |= e->kernels && e->kernels[ki] && e->kernels[ki]->nchecks > 0;
         if (checks) sb_puts(&body, "    int rc;\n");
-        if (e->nkernels == 0) sb_puts(&body, "    (void)P;\n    (void)S;\n    (void)A;\n");
+        if (e->nkernels == 0)
+            sb_puts(&body, "    (void)P;\n    (void)S;\n    (void)A;\n    (void)rt;\n");
         any_checks |= checks;
         for (int ki = 0; ki < e->nkernels; ki++, slot++) {
             if (fidx[slot] >= 0)
-                emit_call(&body, e, e->kernels[ki], funcs[fidx[slot]].name, ki);
+                emit_call(&body, e, e->kernels[ki], funcs[fidx[slot]].name,
+                          funcs[fidx[slot]].uses_rt, ki);
             else
                 sb_printf(&body,
                           "#error \"kiln: entry %s: kernel %d is missing, or the entry has "
@@ -1129,25 +1435,38 @@ char *kiln_emit_c_source(const kiln_plan *plan)
                   " * check code when a kernel's run-time check fails. */\n",
                   plan->p_bytes, plan->s_bytes, plan->a_bytes);
         sb_puts(&out, "#include <math.h>\n#include <stdint.h>\n\n");
+        sb_puts(&out,
+                "/* The runtime's services (codegen/codegen.h): parallel_for(pool, n, fn, ctx)\n"
+                " * calls fn(ctx, lo, hi) over chunks covering [0, n) and returns when all\n"
+                " * have finished. */\n"
+                "typedef struct kiln_rt {\n"
+                "    void *pool;\n"
+                "    void (*parallel_for)(void *pool, int64_t n, void (*fn)(void *, int64_t, "
+                "int64_t), void *ctx);\n"
+                "} kiln_rt;\n\n");
         emit_helpers(&out, helpers);
         for (int f = 0; f < nfuncs; f++) {
             const kiln_kernel *k = funcs[f].k;
             sb_printf(&out, "/* kernel %s: ", funcs[f].name);
             sb_comment_text(&out, k->comment);
             sb_puts(&out, " */\n");
+            sb_put_named(&out, funcs[f].pre, funcs[f].name);
             sb_printf(&out, "static int %s", funcs[f].name);
-            sb_puts(&out, funcs[f].rest);
+            sb_put_named(&out, funcs[f].rest, funcs[f].name);
             sb_puts(&out, "\n");
         }
         if (body.p) sb_puts(&out, body.p);
         oom = out.oom || body.oom;
     }
-    for (int f = 0; f < nfuncs; f++)
+    for (int f = 0; f < nfuncs; f++) {
         free(funcs[f].rest);
+        free(funcs[f].pre);
+    }
     free(funcs);
     free(fidx);
     free(body.p);
     free(rest.p);
+    free(pre.p);
     if (oom) {
         free(out.p);
         return NULL;

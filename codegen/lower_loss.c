@@ -175,7 +175,13 @@ kiln_status kiln_one_hot_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
     int32_t lb = kiln_kb_in(kb, 0), out = kiln_kb_out(kb);
     int32_t idx[KILN_MAX_RANK], li[KILN_MAX_RANK];
 
-    int loops = open_loops(kb, n->rank, n->shape, idx);
+    /* every output element written once: the outermost loop is parallel
+     * (the losses' loops, which sum into one local, are not) */
+    int loops = n->rank;
+    for (int d = 0; d < n->rank; d++) {
+        idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+        if (d == 0) kiln_kb_hint(kb, 0, 1);
+    }
     for (int d = 0, j = 0; d < n->rank; d++)
         if (d != axis) li[j++] = idx[d];
     int32_t label = kiln_kx_cast(kb, kiln_kx_load_at(kb, lb, lab->rank, li), KILN_I64);

@@ -54,8 +54,12 @@ static kiln_status row_update(kiln_kb *kb, const kiln_node *n, const kiln_node *
     kiln_dtype t = (kiln_dtype)n->dtype;
     int nb = n->rank - 2;
     int32_t oidx[KILN_MAX_RANK];
-    for (int d = 0; d < nb; d++) oidx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+    for (int d = 0; d < nb; d++) {
+        oidx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+        if (d == 0) kiln_kb_hint(kb, 0, 1); /* each batch writes its own rows */
+    }
     int32_t i = kiln_kx_var(kb, kiln_kb_loop(kb, M));
+    if (nb == 0) kiln_kb_hint(kb, 0, 1); /* each i writes its own output row */
     oidx[nb] = i;
     oidx[nb + 1] = kiln_kx_var(kb, kiln_kb_loop(kb, N));
     kiln_kb_store(kb, out, kiln_kx_index(kb, out, n->rank, oidx), kiln_kx_float(kb, 0.0, t));
@@ -97,15 +101,22 @@ kiln_status kiln_matmul_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
     /* output index: batch axes, then i (if a is a matrix), then j (if b is) */
     int32_t oidx[KILN_MAX_RANK];
     int nloops = 0;
-    for (int d = 0; d < nb; d++, nloops++) oidx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+    /* the outermost output loop is parallel: each iteration writes its own
+     * output elements, and acc is set afresh for each */
+    for (int d = 0; d < nb; d++, nloops++) {
+        oidx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+        if (nloops == 0) kiln_kb_hint(kb, 0, 1);
+    }
     int32_t i = kiln_kx_int(kb, 0), j = kiln_kx_int(kb, 0);
     if (amat) {
         i = kiln_kx_var(kb, kiln_kb_loop(kb, M));
+        if (nloops == 0) kiln_kb_hint(kb, 0, 1);
         oidx[nb] = i;
         nloops++;
     }
     if (bmat) {
         j = kiln_kx_var(kb, kiln_kb_loop(kb, N));
+        if (nloops == 0) kiln_kb_hint(kb, 0, 1);
         oidx[n->rank - 1] = j;
         nloops++;
     }

@@ -72,13 +72,16 @@ static red_axes single_axis(const kiln_graph *g, const kiln_node *n)
 
 /* Opens one loop per axis of x that is reduced (which = true) or kept
  * (false), outermost first, and sets idx[d] to each one's variable; returns
- * how many it opened (close them with end_loops). */
+ * how many it opened (close them with end_loops). Kept-axis loops: the
+ * first is marked parallel (each of its iterations writes its own output
+ * elements, and every local is set afresh inside it). */
 static int open_loops(kiln_kb *kb, const red_axes *r, bool which, int32_t *idx)
 {
     int opened = 0;
     for (int d = 0; d < r->x->rank; d++)
         if (r->reduced[d] == which) {
             idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, r->x->shape[d]));
+            if (!which && opened == 0) kiln_kb_hint(kb, 0, 1);
             opened++;
         }
     return opened;

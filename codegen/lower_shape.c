@@ -22,10 +22,15 @@
 /* ---- helpers ---- */
 
 /* Opens one loop per dimension of shape[rank], outermost first, and puts
- * their variables into idx. */
+ * their variables into idx. The outermost is marked parallel: every rule
+ * here writes each output element at most once per nest, and keeps no
+ * local. */
 static void loops_open(kiln_kb *kb, int rank, const int64_t *shape, int32_t *idx)
 {
-    for (int d = 0; d < rank; d++) idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, shape[d]));
+    for (int d = 0; d < rank; d++) {
+        idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, shape[d]));
+        if (d == 0) kiln_kb_hint(kb, 0, 1);
+    }
 }
 
 static void loops_close(kiln_kb *kb, int rank)
@@ -56,6 +61,7 @@ static kiln_status flat_copy(kiln_kb *kb, const kiln_graph *g, int32_t node)
 {
     int32_t x = kiln_kb_in(kb, 0), out = kiln_kb_out(kb);
     int32_t e = kiln_kx_var(kb, kiln_kb_loop(kb, kiln_node_numel(&g->nodes[node])));
+    kiln_kb_hint(kb, 0, 1);
     kiln_kb_store(kb, out, e, kiln_kx_load(kb, x, e));
     kiln_kb_end(kb);
     return kiln_kb_status(kb);
@@ -128,6 +134,7 @@ kiln_status kiln_unslice_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
      * they cover it exactly when there are as many as its size */
     if (xn->shape[axis] != n->shape[axis]) {
         int32_t e = kiln_kx_var(kb, kiln_kb_loop(kb, kiln_node_numel(n)));
+        kiln_kb_hint(kb, 0, 1);
         kiln_kb_store(kb, out, e, kiln_kx_float(kb, 0.0, (kiln_dtype)n->dtype));
         kiln_kb_end(kb);
     }

@@ -326,7 +326,11 @@ kiln_status kiln_lower_pointwise(kiln_kb *kb, const kiln_graph *g, int32_t node)
     int32_t out = n->op == KILN_OP_ASSIGN ? kiln_kb_buf(kb, n->inputs[0]) : kiln_kb_out(kb);
     int32_t idx[KILN_MAX_RANK], in[64];
     if (n->ninputs > 64) return fail(kb, KILN_ERR_UNSUPPORTED, "too many inputs");
-    for (int d = 0; d < n->rank; d++) idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+    for (int d = 0; d < n->rank; d++) {
+        idx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
+        /* every iteration writes its own elements: the pool may split it */
+        if (d == 0) kiln_kb_hint(kb, 0, 1);
+    }
     for (int j = 0; j < n->ninputs; j++)
         in[j] = kiln_kx_load_at(kb, kiln_kb_in(kb, j), n->rank, idx);
     int32_t v = kiln_ops[n->op].scalar(kb, n, in);

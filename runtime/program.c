@@ -18,6 +18,10 @@
  *      node (no reuse yet), every entry starting right after the interface
  *      block (entries never run concurrently). A's size is the largest
  *      entry's end.
+ * Threads (C backend): kiln_compile starts one pool of opt->threads threads
+ * (runtime/threadpool.h) and passes every entry call a kiln_rt over it; the
+ * generated kernels split their outlined parallel loops across it
+ * (codegen/codegen.h). kiln_program_free stops it.
  * Named tensors are unified by name across entries: parameter "fc1.weight"
  * or input "x" is one tensor with one place. `assign` nodes are placed at
  * their destination (a P or S tensor); `const` nodes have no storage
@@ -26,6 +30,7 @@
 #include "codegen/codegen.h"
 #include "ir/ops.h"
 #include "runtime/rng.h"
+#include "runtime/threadpool.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -84,6 +89,8 @@ struct kiln_program {
     char *mem[4]; /* indexed by kiln_space: [KILN_SPACE_P], [_S], [_A] */
     kiln_so *so;
     kiln_entry_fn fn[MAX_ENTRIES];
+    kiln_pool *pool; /* C backend: the kernels' threads */
+    kiln_rt rt;      /* what entries get: the pool and its parallel_for */
     kiln_interp *it[MAX_ENTRIES];
     double *scratch; /* REF: one tensor's values as doubles */
     kiln_program_stats stats;
@@ -552,6 +559,7 @@ void kiln_program_free(kiln_program *p)
     if (!p) return;
     for (int e = 0; e < MAX_ENTRIES; e++) kiln_interp_free(p->it[e]);
     if (p->so) kiln_so_close(p->so);
+    kiln_pool_free(p->pool);
     built_free(&p->b);
     for (int s = 0; s < 4; s++) free(p->mem[s]);
     free(p->scratch);
@@ -601,6 +609,12 @@ static kiln_status load_c(kiln_program *p, const kiln_compile_options *opt, char
     }
     free(ccerr);
     p->stats.cached = cached;
+    if (!(p->pool = kiln_pool_new(opt->threads))) {
+        set_err(err, "kiln_compile: out of memory creating the thread pool");
+        return KILN_ERR_NOMEM;
+    }
+    p->rt = kiln_pool_rt(p->pool);
+    p->stats.threads = kiln_pool_threads(p->pool);
     for (int e = 0; e < p->b.plan.nentries; e++) {
         char sym[64];
         snprintf(sym, sizeof sym, "kiln_%s", p->b.plan.entries[e].name);
@@ -653,6 +667,11 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
     }
     kiln_compile_options defaults = kiln_compile_defaults();
     if (!opt) opt = &defaults;
+    if (opt->threads < 0) {
+        set_err(err, "kiln_compile: threads is %d (0 for one per core, or a positive count)",
+                opt->threads);
+        return KILN_ERR_INVALID;
+    }
     if (opt->backend != KILN_BACKEND_C && opt->backend != KILN_BACKEND_REF) {
         set_err(err, "kiln_compile: unknown backend %d (KILN_BACKEND_C or KILN_BACKEND_REF)",
                 (int)opt->backend);
@@ -714,14 +733,16 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
     if (p->b.ntrain >= 0) s->train_flops = flops_of(p->b.graphs[p->b.ntrain]);
     int ke = p->b.ntrain >= 0 ? p->b.ntrain : 0;
     s->num_kernels = p->b.plan.nentries ? kernels_of(p->b.graphs[ke]) : 0;
+    if (opt->backend != KILN_BACKEND_C) s->threads = 1;
     s->compile_seconds = now_seconds() - t0;
     if (opt->verbose)
         fprintf(stderr, "kiln: compiled '%s' (%s backend%s) in %.3f s: P %zu, S %zu, A %zu bytes, "
-                "%d kernels in %s\n", forward->name ? forward->name : "?",
+                "%d kernels in %s, %d thread%s\n", forward->name ? forward->name : "?",
                 opt->backend == KILN_BACKEND_C ? "C" : "reference",
                 s->cached ? ", cached" : "", s->compile_seconds, plan->p_bytes, plan->s_bytes,
                 plan->a_bytes, s->num_kernels,
-                plan->nentries ? plan->entries[ke].name : "-");
+                plan->nentries ? plan->entries[ke].name : "-", s->threads,
+                s->threads == 1 ? "" : "s");
     *out = p;
     return KILN_OK;
 }
@@ -780,7 +801,7 @@ kiln_status kiln_program_run(kiln_program *p, const char *entry)
                     entry ? entry : "(null)", have);
     }
     if (p->backend == KILN_BACKEND_REF) return run_ref(p, e);
-    int rc = p->fn[e](p->mem[KILN_SPACE_P], p->mem[KILN_SPACE_S], p->mem[KILN_SPACE_A]);
+    int rc = p->fn[e](p->mem[KILN_SPACE_P], p->mem[KILN_SPACE_S], p->mem[KILN_SPACE_A], &p->rt);
     if (rc == 0) return KILN_OK;
     char msg[1024] = "";
     if (rc > 0) kiln_plan_error_message(&p->b.plan.entries[e], rc, msg, sizeof msg);

@@ -10,6 +10,7 @@
 
 #include "codegen/codegen.h"
 #include "ir/ops.h"
+#include "runtime/threadpool.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -124,7 +125,8 @@ static void tp_compile(tplan *t)
 
 static int tp_run(tplan *t)
 {
-    return t->fn(t->mem[KILN_SPACE_P], t->mem[KILN_SPACE_S], t->mem[KILN_SPACE_A]);
+    kiln_rt rt = kiln_pool_rt(NULL); /* one thread: parallel loops run inline */
+    return t->fn(t->mem[KILN_SPACE_P], t->mem[KILN_SPACE_S], t->mem[KILN_SPACE_A], &rt);
 }
 
 static void tp_free(tplan *t)
@@ -722,7 +724,8 @@ Test(emit_c, entries_share_and_rename_kernels)
         float mem[32] = {0};
         for (int i = 0; i < 4; i++)
             mem[i] = 0.5f * (float)i;
-        cr_expect_eq(fn(NULL, NULL, (char *)mem), 0);
+        kiln_rt rt = kiln_pool_rt(NULL);
+        cr_expect_eq(fn(NULL, NULL, (char *)mem, &rt), 0);
         int n = e == 2 ? 3 : 4;
         for (int i = 0; i < n; i++)
             cr_expect_float_eq(mem[16 + i], expf(0.5f * (float)i), 1e-6);
@@ -803,7 +806,8 @@ Test(emit_c, golden_source)
         "    return 0;\n"
         "}\n\n",
         "/* entry forward: 2 kernels */\n"
-        "int kiln_forward(char *restrict P, char *restrict S, char *restrict A)\n"
+        "int kiln_forward(char *restrict P, char *restrict S, char *restrict A,\n"
+        "                 const kiln_rt *rt)\n"
         "{\n"
         "    /* 0: add(f32[2,3], f32[3]) -> f32[2,3]  [tiny.kiln:3:9] */\n"
         "    k2_add((float *)(A + 64), (const float *)(A + 0), (const float *)(P + 0));\n"

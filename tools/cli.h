@@ -14,6 +14,7 @@ typedef struct cli {
     const char *cmd, *model, *data, *save, *load, *history, *plot, *out;
     const char *program, *emit, *print_after, *opt, *backend, *schedule;
     int64_t batch, epochs, limit;
+    int64_t threads; /* --threads N; 0: one per core */
     double lr, wd;
     uint64_t seed;
     int nesterov, verbose;
@@ -25,7 +26,7 @@ typedef struct cli {
 bool cli_parse(int argc, char **argv, cli *c, const char *allowed);
 /* The model at batch b; prints the error and returns NULL on failure. */
 kiln_graph *cli_load_model(const cli *c, int64_t batch);
-/* Compile options from --backend/--opt/--nesterov/--verbose. */
+/* Compile options from --backend/--opt/--nesterov/--verbose/--threads. */
 bool cli_compile_options(const cli *c, kiln_compile_options *o);
 
 int cmd_compile(const cli *c, bool check_only);

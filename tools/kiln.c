@@ -3,10 +3,11 @@
  *   kiln train MODEL    [--data DIR] [--epochs N] [--lr X] [--bs N] [--opt adamw|sgd]
  *                       [--wd X] [--seed N] [--backend c|ref] [--save FILE] [--load FILE]
  *                       [--history FILE] [--schedule one-cycle|const] [--limit N]
+ *                       [--threads N]
  *   kiln lr-find MODEL  [--plot FILE.svg] [same data and model options]
  *   kiln compile MODEL  [--bs N] [--emit ir|c] [--program forward|train|eval]
  *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
- *   kiln info MODEL     [--bs N]
+ *   kiln info MODEL     [--bs N] [--threads N]
  *   kiln check MODEL    [--bs N]
  *
  * Every failure prints one message naming the place and the fix; kiln never
@@ -39,6 +40,7 @@ static const char usage_text[] =
     "  --wd X              weight decay (default 1e-2)\n"
     "  --seed N            initialisation and shuffle seed (default 42)\n"
     "  --backend c|ref     generated C (default) or the reference interpreter\n"
+    "  --threads N         threads the kernels run on (default: one per core)\n"
     "  --schedule S        one-cycle (default) or const\n"
     "  --save FILE         save weights and optimizer state (safetensors) after training\n"
     "  --load FILE         start from a checkpoint (resumes its step and epoch)\n"
@@ -73,6 +75,7 @@ static const opt_row opts[] = {
     {"--backend", O_STR, OFF(backend), 0},   {"--schedule", O_STR, OFF(schedule), 0},
     {"--bs", O_INT, OFF(batch), 0},          {"--batch", O_INT, OFF(batch), 0},
     {"--epochs", O_INT, OFF(epochs), 0},     {"--limit", O_INT, OFF(limit), 0},
+    {"--threads", O_INT, OFF(threads), 0},
     {"--seed", O_INT, OFF(seed), 0},         {"--lr", O_F64, OFF(lr), OFF(lr_set)},
     {"--wd", O_F64, OFF(wd), OFF(wd_set)},   {"--nesterov", O_FLAG, OFF(nesterov), 0},
     {"--verbose", O_FLAG, OFF(verbose), 0},  {"-v", O_FLAG, OFF(verbose), 0},
@@ -121,8 +124,11 @@ bool cli_parse(int argc, char **argv, cli *c, const char *allowed)
             *(const char **)(base + o->off) = v;
         } else if (o->kind == O_INT) {
             long long x = strtoll(v, &end, 10);
-            if (!*v || *end || x < 0 || (x == 0 && o->off != OFF(seed))) {
-                fprintf(stderr, "kiln %s: %s wants a positive integer, got '%s'\n", c->cmd, a, v);
+            /* --seed 0 is a seed; --threads 0 means one thread per core */
+            bool zero_ok = o->off == OFF(seed) || o->off == OFF(threads);
+            if (!*v || *end || x < 0 || (x == 0 && !zero_ok)) {
+                fprintf(stderr, "kiln %s: %s wants a %s integer, got '%s'\n", c->cmd, a,
+                        o->off == OFF(threads) ? "non-negative" : "positive", v);
                 return false;
             }
             if (o->off == OFF(seed)) c->seed = (uint64_t)x;
@@ -172,6 +178,12 @@ bool cli_compile_options(const cli *c, kiln_compile_options *o)
     }
     o->train.nesterov = c->nesterov;
     o->verbose = c->verbose;
+    if (c->threads > 4096) {
+        fprintf(stderr, "kiln %s: --threads %lld is too many (at most 4096)\n", c->cmd,
+                (long long)c->threads);
+        return false;
+    }
+    o->threads = (int)c->threads;
     return true;
 }
 
@@ -195,7 +207,8 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-    static const char common[] = "--bs --batch --backend --opt --optimizer --nesterov --verbose -v";
+    static const char common[] =
+        "--bs --batch --backend --opt --optimizer --nesterov --verbose -v --threads";
     static const char data[] = "--data --seed --limit --wd --lr --epochs --load";
     char allowed[512];
     if (!strcmp(c.cmd, "train")) {

@@ -30,6 +30,13 @@ typedef struct kiln_compile_options {
     const char *cc;           /* C compiler; NULL: $CC, else "cc" */
     const char *cache_dir;    /* NULL: $XDG_CACHE_HOME/kiln, else ~/.cache/kiln */
     int verbose;              /* print the compiler command and timings to stderr */
+    int threads;              /* threads the C backend's kernels run on (the caller
+                                 included): 0 (default) means one per online core,
+                                 1 runs everything on the calling thread. The
+                                 program owns a pool of threads - 1 workers, started
+                                 here and stopped by kiln_program_free; results do not
+                                 depend on the count (each output element is computed
+                                 by the same code). The reference backend ignores it. */
 } kiln_compile_options;
 
 kiln_compile_options kiln_compile_defaults(void);
@@ -83,6 +90,7 @@ typedef struct kiln_program_stats {
     double compile_seconds;       /* cold or cached compile */
     int cached;                   /* the shared object came from the disk cache */
     int num_kernels;              /* in train_step */
+    int threads;                  /* threads its kernels run on (1 for the reference backend) */
 } kiln_program_stats;
 
 kiln_status kiln_program_stats_get(const kiln_program *p, kiln_program_stats *s);
