@@ -320,6 +320,7 @@ static void emit_helpers(sbuf *b, const bool *used)
  * whether it may be `restrict`. */
 typedef struct bufinfo {
     bool param, read, written, restrict_ok;
+    bool scratch; /* a kernel-local array, declared where it is used */
 } bufinfo;
 
 typedef struct kctx {
@@ -336,6 +337,7 @@ typedef struct kctx {
     /* threads: which top-level loops are outlined onto the pool */
     const uint8_t *outline; /* per statement: 1 for an outlined top-level loop */
     const int32_t *local_owner; /* per local: its top-level statement; -1 none, -2 several */
+    const int32_t *scratch_owner; /* per buffer, the same for scratch arrays */
     const bufinfo *bi;          /* per buffer of the kernel */
     sbuf *pre;                  /* where outlined loops' functions go */
     int npar;                   /* outlined loops so far (p0, p1, ...) */
@@ -828,6 +830,15 @@ static void put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes)
     sb_puts(b, " */");
 }
 
+/* Declares scratch array i: `double b3[784];`, commented as scratch. */
+static void put_scratch_decl(kctx *c, sbuf *b, int32_t i)
+{
+    const kiln_kbuf *kb = &c->k->bufs[i];
+    if (!dtype_ok(kb->dtype)) c->error = "a scratch array of an unsupported dtype (f16/bf16)";
+    sb_printf(b, "    %s b%d[%lld]; /* scratch */\n", ctype_mem(kb->dtype), i,
+              (long long)kb->shape[0]);
+}
+
 /* Marks what statements s.. (a list, recursively) use: locals (lmark) and
  * buffers (bmark), through the expressions they evaluate (xseen: visited). */
 static void mark_uses_expr(const kiln_kernel *k, int32_t e, uint8_t *lmark, uint8_t *bmark,
@@ -936,6 +947,8 @@ static void put_outlined(kctx *c, int32_t s, int depth, int guard)
         put_buf_param(c, bufs[i], true, false);
     }
     sb_puts(pre, ")\n{\n");
+    for (int32_t i = 0; i < k->nbufs; i++)
+        if (c->bi[i].scratch && c->scratch_owner[i] == s) put_scratch_decl(c, pre, i);
     for (int32_t l = 0; l < k->nlocals; l++) {
         if (c->local_owner[l] != s) continue;
         int t = k->local_dtype[l];
@@ -1052,8 +1065,9 @@ static void classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinf
     for (int32_t i = 0; i < k->nbufs; i++) {
         int32_t node = k->bufs[i].node;
         bool is_const = node >= 0 && node < e->g->nnodes && e->g->nodes[node].op == KILN_OP_CONST;
-        bi[i] =
-            (bufinfo){.param = !is_const, .written = k->bufs[i].written != 0, .restrict_ok = true};
+        bool scratch = node < 0;
+        bi[i] = (bufinfo){.param = !is_const && !scratch, .scratch = scratch,
+                          .written = k->bufs[i].written != 0, .restrict_ok = true};
     }
     for (int32_t x = 0; x < k->nexprs; x++)
         if (k->exprs[x].op == KX_LOAD && k->exprs[x].a >= 0 && k->exprs[x].a < k->nbufs)
@@ -1088,7 +1102,7 @@ static void classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinf
  * `restrict` (no storage shared with a buffer that is written). Returns
  * how many loops it outlines, or -1 when out of memory. */
 static int plan_outlining(const kiln_kernel *k, const bufinfo *bi, uint8_t *outline,
-                          int32_t *owner)
+                          int32_t *owner, int32_t *sowner)
 {
     uint8_t *lmark = calloc((size_t)(k->nlocals ? k->nlocals : 1), 1);
     uint8_t *bmark = calloc((size_t)(k->nbufs ? k->nbufs : 1), 1);
@@ -1099,15 +1113,19 @@ static int plan_outlining(const kiln_kernel *k, const bufinfo *bi, uint8_t *outl
         goto done;
     }
     for (int32_t l = 0; l < k->nlocals; l++) owner[l] = -1;
+    for (int32_t i = 0; i < k->nbufs; i++) sowner[i] = -1;
     int guard = 0;
     for (int32_t s = k->body; s >= 0 && s < k->nstmts && guard++ <= k->nstmts;
          s = k->stmts[s].next) {
         memset(lmark, 0, (size_t)k->nlocals);
+        memset(bmark, 0, (size_t)k->nbufs);
         memset(xseen, 0, (size_t)k->nexprs);
         int g2 = 0;
         mark_uses(k, s, false, lmark, bmark, xseen, &g2);
         for (int32_t l = 0; l < k->nlocals; l++)
             if (lmark[l]) owner[l] = owner[l] == -1 ? s : -2;
+        for (int32_t i = 0; i < k->nbufs; i++)
+            if (bmark[i] && bi[i].scratch) sowner[i] = sowner[i] == -1 ? s : -2;
     }
     guard = 0;
     for (int32_t s = k->body; s >= 0 && s < k->nstmts && guard++ <= k->nstmts;
@@ -1126,8 +1144,10 @@ static int plan_outlining(const kiln_kernel *k, const bufinfo *bi, uint8_t *outl
         bool ok = true;
         for (int32_t l = 0; l < k->nlocals; l++)
             if (lmark[l] && owner[l] != s) ok = false;
-        for (int32_t i = 0; i < k->nbufs; i++)
+        for (int32_t i = 0; i < k->nbufs; i++) {
             if (bmark[i] && bi[i].param && !bi[i].restrict_ok) ok = false;
+            if (bmark[i] && bi[i].scratch && sowner[i] != s) ok = false;
+        }
         if (ok) {
             outline[s] = 1;
             n++;
@@ -1150,6 +1170,7 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
     size_t ne = (size_t)(k->nexprs ? k->nexprs : 1);
     uint8_t *outline = calloc((size_t)(k->nstmts ? k->nstmts : 1), 1);
     int32_t *owner = calloc((size_t)(k->nlocals ? k->nlocals : 1), sizeof *owner);
+    int32_t *sowner = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *sowner);
     kctx c = {.k = k,
               .g = e->g,
               .b = b,
@@ -1160,13 +1181,13 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
               .bi = bi,
               .pre = pre};
     *uses_rt = false;
-    if (!bi || !c.refs || !c.uncond || !c.temp || !outline || !owner) {
+    if (!bi || !c.refs || !c.uncond || !c.temp || !outline || !owner || !sowner) {
         b->oom = true;
         goto done;
     }
     clear_temps(&c);
     classify_bufs(k, e, bi);
-    int nout = plan_outlining(k, bi, outline, owner);
+    int nout = plan_outlining(k, bi, outline, owner, sowner);
     if (nout < 0) {
         b->oom = true;
         goto done;
@@ -1174,6 +1195,7 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
     if (nout > 0) {
         c.outline = outline;
         c.local_owner = owner;
+        c.scratch_owner = sowner;
         *uses_rt = true;
     }
     sb_puts(b, "(");
@@ -1192,6 +1214,11 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
         if (!dtype_ok(t)) c.error = "a local of an unsupported dtype (f16/bf16)";
         sb_printf(b, "    %s t%d = 0;\n", ctype_val(t), l);
     }
+    for (int32_t i = 0; i < k->nbufs; i++) {
+        /* a scratch array of an outlined loop lives in its chunk function */
+        if (!bi[i].scratch || (nout > 0 && sowner[i] >= 0 && outline[sowner[i]])) continue;
+        put_scratch_decl(&c, b, i);
+    }
     put_stmts(&c, k->body, 1, 0);
     if (c.error) sb_printf(b, "#error \"kiln: kernel %s: %s\"\n", k->name, c.error);
     sb_puts(b, "    return 0;\n}\n");
@@ -1199,6 +1226,7 @@ done:
     free(bi);
     free(outline);
     free(owner);
+    free(sowner);
     free(c.refs);
     free(c.uncond);
     free(c.temp);

@@ -10,10 +10,12 @@
  * walks memory contiguously and vectorizes (a later schedule packs and
  * register-blocks it):
  *
- *  - float matrices with b not transposed (b's rows are contiguous in j):
- *    the row-update form; the output row accumulates in its own dtype, as
- *    BLAS does:
- *      for batch, i:  out[i, :] = 0;  for k: for j: out[i, j] += a[i, k] * b[k, j]
+ *  - float matrices with b not transposed (b's rows are contiguous in j),
+ *    rows of at most KILN_ROW_SCRATCH_MAX: the row-update form, the row
+ *    accumulated in an f64 scratch row (the reference's order and precision,
+ *    so f32 results round to the reference's exactly):
+ *      for batch, i:  acc[:] = 0;  for k: for j: acc[j] += a[i, k] * b[k, j];
+ *                     out[i, :] = acc[:]
  *  - otherwise (b transposed: rows of b^T contiguous in k; rank-1 operands;
  *    integers): the dot form with an accumulator, f64 for floats and i64 for
  *    integers; for floats the k loop carries a vector hint (a SIMD reduction):
@@ -26,6 +28,9 @@
 #include "ir/ops.h"
 
 #include <string.h>
+
+/* The longest output row the row-update form accumulates on the stack. */
+#define KILN_ROW_SCRATCH_MAX 8192
 
 /* The element index of op(X)[batch..., r, c] in operand x's buffer, where
  * batch[0..nb) are the output's batch indices (x's own batch axes broadcast
@@ -53,6 +58,9 @@ static kiln_status row_update(kiln_kb *kb, const kiln_node *n, const kiln_node *
 {
     kiln_dtype t = (kiln_dtype)n->dtype;
     int nb = n->rank - 2;
+    /* the row accumulates in f64 (as the reference sums: k ascending, in
+     * double) in a scratch row, then rounds once into the output */
+    int32_t acc = kiln_kb_scratch(kb, KILN_F64, N);
     int32_t oidx[KILN_MAX_RANK];
     for (int d = 0; d < nb; d++) {
         oidx[d] = kiln_kx_var(kb, kiln_kb_loop(kb, n->shape[d]));
@@ -61,19 +69,25 @@ static kiln_status row_update(kiln_kb *kb, const kiln_node *n, const kiln_node *
     int32_t i = kiln_kx_var(kb, kiln_kb_loop(kb, M));
     if (nb == 0) kiln_kb_hint(kb, 0, 1); /* each i writes its own output row */
     oidx[nb] = i;
-    oidx[nb + 1] = kiln_kx_var(kb, kiln_kb_loop(kb, N));
-    kiln_kb_store(kb, out, kiln_kx_index(kb, out, n->rank, oidx), kiln_kx_float(kb, 0.0, t));
+    int32_t j = kiln_kx_var(kb, kiln_kb_loop(kb, N));
+    kiln_kb_store(kb, acc, j, kiln_kx_float(kb, 0.0, KILN_F64));
     kiln_kb_end(kb);
     int32_t k = kiln_kx_var(kb, kiln_kb_loop(kb, K));
-    int32_t x = kiln_kx_load(kb, ab, operand_index(kb, ab, a, false, ta, nb, oidx, i, k));
-    int32_t j = kiln_kx_var(kb, kiln_kb_loop(kb, N));
+    int32_t x = kiln_kx_cast(
+        kb, kiln_kx_load(kb, ab, operand_index(kb, ab, a, false, ta, nb, oidx, i, k)), KILN_F64);
+    j = kiln_kx_var(kb, kiln_kb_loop(kb, N));
     oidx[nb + 1] = j;
-    int32_t y = kiln_kx_load(kb, bb, operand_index(kb, bb, b, true, 0, nb, oidx, k, j));
-    int32_t o = kiln_kx_index(kb, out, n->rank, oidx);
-    kiln_kb_store(kb, out, o,
-                  kiln_kx_bin(kb, KX_ADD, kiln_kx_load(kb, out, o), kiln_kx_bin(kb, KX_MUL, x, y)));
+    int32_t y = kiln_kx_cast(
+        kb, kiln_kx_load(kb, bb, operand_index(kb, bb, b, true, 0, nb, oidx, k, j)), KILN_F64);
+    kiln_kb_store(kb, acc, j,
+                  kiln_kx_bin(kb, KX_ADD, kiln_kx_load(kb, acc, j), kiln_kx_bin(kb, KX_MUL, x, y)));
     kiln_kb_end(kb); /* j */
     kiln_kb_end(kb); /* k */
+    j = kiln_kx_var(kb, kiln_kb_loop(kb, N));
+    oidx[nb + 1] = j;
+    kiln_kb_store(kb, out, kiln_kx_index(kb, out, n->rank, oidx),
+                  kiln_kx_cast(kb, kiln_kx_load(kb, acc, j), t));
+    kiln_kb_end(kb); /* j */
     kiln_kb_end(kb); /* i */
     for (int d = 0; d < nb; d++) kiln_kb_end(kb);
     return kiln_kb_status(kb);
@@ -95,7 +109,8 @@ kiln_status kiln_matmul_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
     kiln_dtype acc_t = is_float ? KILN_F64 : KILN_I64;
 
     int32_t ab = kiln_kb_in(kb, 0), bb = kiln_kb_in(kb, 1), out = kiln_kb_out(kb);
-    if (is_float && amat && bmat && !tb) return row_update(kb, n, a, b, ab, bb, out, ta, M, K, N);
+    if (is_float && amat && bmat && !tb && N <= KILN_ROW_SCRATCH_MAX)
+        return row_update(kb, n, a, b, ab, bb, out, ta, M, K, N);
     int32_t acc = kiln_kb_local(kb, acc_t);
 
     /* output index: batch axes, then i (if a is a matrix), then j (if b is) */

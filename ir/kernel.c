@@ -64,6 +64,23 @@ int32_t kiln_kb_buf(kiln_kb *kb, int32_t node)
 
 int32_t kiln_kb_out(kiln_kb *kb) { return kiln_kb_buf(kb, kb->node); }
 
+int32_t kiln_kb_scratch(kiln_kb *kb, kiln_dtype t, int64_t n)
+{
+    if (kb->st) return kb->st;
+    if (n < 1) return fail(kb, KILN_ERR_INTERNAL, "scratch of no elements");
+    kiln_kernel *k = kb->k;
+    kiln_kbuf *nb = realloc(k->bufs, (size_t)(k->nbufs + 1) * sizeof *nb);
+    if (!nb) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+    k->bufs = nb;
+    kiln_kbuf *b = &k->bufs[k->nbufs];
+    memset(b, 0, sizeof *b);
+    b->node = -1;
+    b->dtype = (uint8_t)t;
+    b->rank = 1;
+    b->shape[0] = n;
+    return k->nbufs++;
+}
+
 int32_t kiln_kb_in(kiln_kb *kb, int k)
 {
     const kiln_node *n = &kb->g->nodes[kb->node];
@@ -449,8 +466,14 @@ static void print_stmts(const kiln_kernel *k, int32_t s, int depth, FILE *f)
 void kiln_kernel_print(const kiln_kernel *k, FILE *f)
 {
     fprintf(f, "kernel %s  // %s\n", k->name, k->comment);
-    for (int32_t b = 0; b < k->nbufs; b++)
-        fprintf(f, "  b%d: %%%d %s%s\n", b, k->bufs[b].node,
-                kiln_dtype_name((kiln_dtype)k->bufs[b].dtype), k->bufs[b].written ? " (written)" : "");
+    for (int32_t b = 0; b < k->nbufs; b++) {
+        if (k->bufs[b].node < 0)
+            fprintf(f, "  b%d: scratch %s[%lld]\n", b, kiln_dtype_name((kiln_dtype)k->bufs[b].dtype),
+                    (long long)k->bufs[b].shape[0]);
+        else
+            fprintf(f, "  b%d: %%%d %s%s\n", b, k->bufs[b].node,
+                    kiln_dtype_name((kiln_dtype)k->bufs[b].dtype),
+                    k->bufs[b].written ? " (written)" : "");
+    }
     print_stmts(k, k->body, 0, f);
 }

@@ -85,7 +85,7 @@ typedef struct kiln_kstmt {
 } kiln_kstmt;
 
 typedef struct kiln_kbuf {
-    int32_t node; /* the graph node whose value this is */
+    int32_t node; /* the graph node whose value this is; -1 for scratch */
     uint8_t dtype;
     uint8_t written; /* the kernel stores to it */
     int32_t rank;
@@ -128,6 +128,11 @@ int32_t kiln_kb_node(const kiln_kb *kb); /* the node being lowered */
 int32_t kiln_kb_buf(kiln_kb *kb, int32_t node);
 int32_t kiln_kb_out(kiln_kb *kb);
 int32_t kiln_kb_in(kiln_kb *kb, int k);
+/* A scratch array of n elements local to the kernel (node -1): partial
+ * results such as a row accumulated in f64. Its contents do not outlive the
+ * top-level statement that uses it (each thread running an outlined loop
+ * has its own); only one top-level statement may use it. */
+int32_t kiln_kb_scratch(kiln_kb *kb, kiln_dtype t, int64_t n);
 
 /* Opens a loop over [0, extent) and returns its variable; statements go into
  * its body until the matching kiln_kb_end. */
