@@ -431,7 +431,7 @@ Test(cli, missing_c_compiler)
                  ENV("CC=/nonexistent/cc"));
     want_status(&r, 1, "CC=/nonexistent/cc");
     want_in(r.err,
-            "kiln train: kiln_compile: C compiler '/nonexistent/cc' not found (set $CC or install "
+            "kiln train: C compiler '/nonexistent/cc' not found (set $CC or install "
             "gcc: apt-get install gcc)\n",
             "missing compiler");
     cr_assert_eq(r.nout, 0, "no table: %s", r.out);
@@ -450,7 +450,7 @@ Test(cli, failing_c_compile)
     want_status(&r, 1, "a compiler that fails");
     char want[2048];
     snprintf(want, sizeof want,
-             "kiln train: kiln_compile: C compiler '%s' failed (exit status 1) on the generated "
+             "kiln train: C compiler '%s' failed (exit status 1) on the generated "
              "source, kept at %s/kiln/",
              cc, cache);
     want_prefix(r.err, want, "failing compiler");

@@ -2,6 +2,7 @@
  * and `kiln info`. */
 #include "tools/cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,8 @@ static void print_after(const char *pass, const kiln_graph *g, void *user)
     kiln_graph_print(g, p->f);
 }
 
-static const char *const known_passes[] = {"parse", "autodiff", "optimizer", "cse", "dce", "all"};
+static const char *const known_passes[] = {"parse",    "autodiff", "optimizer", "simplify",
+                                           "cse",      "dce",      "all"};
 
 int cmd_compile(const cli *c, bool check_only)
 {
@@ -33,7 +35,7 @@ int cmd_compile(const cli *c, bool check_only)
             ok |= !strcmp(c->print_after, known_passes[i]);
         if (!ok) {
             fprintf(stderr, "kiln compile: unknown pass '%s' for --print-after (parse, autodiff, "
-                            "optimizer, cse, dce, all)\n", c->print_after);
+                            "optimizer, simplify, cse, dce, all)\n", c->print_after);
             return EXIT_USAGE;
         }
     }
@@ -43,7 +45,7 @@ int cmd_compile(const cli *c, bool check_only)
     if (!fwd) return EXIT_USAGE;
     FILE *out = stdout;
     if (c->out && !check_only && !(out = fopen(c->out, "w"))) {
-        fprintf(stderr, "kiln compile: cannot write '%s'\n", c->out);
+        fprintf(stderr, "kiln compile: cannot write '%s': %s\n", c->out, strerror(errno));
         kiln_graph_free(fwd);
         return EXIT_RUN;
     }

@@ -49,7 +49,8 @@ static const char usage_text[] =
     "  --plot FILE.svg     lr-find: write the loss against lr plot\n"
     "  --emit ir|c         compile: what to print\n"
     "  --program P         compile: forward, train (default with a loss) or eval\n"
-    "  --print-after PASS  compile: print the IR after parse, autodiff, optimizer, cse, dce, all\n"
+    "  --print-after PASS  compile: print the IR after a pass: parse, autodiff, optimizer,\n"
+    "                      simplify, cse, dce or all\n"
     "  -o FILE             compile: write to FILE instead of stdout\n"
     "  -v, --verbose       print the C compiler command and timings\n";
 

@@ -2,9 +2,12 @@
  * data, compile, build a Learner, run, save. */
 #include "tools/cli.h"
 
+#include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Everything a training run holds; freed by session_end. */
 typedef struct session {
@@ -50,7 +53,10 @@ static int compile(const cli *c, const kiln_graph *g, const kiln_compile_options
     char *err = NULL;
     kiln_status st = kiln_compile(g, co, out, &err);
     if (st) {
-        fprintf(stderr, "kiln %s: %s\n", c->cmd, err ? err : kiln_status_str(st));
+        /* the library names its call; here the command says where it was */
+        const char *m = err ? err : kiln_status_str(st);
+        if (!strncmp(m, "kiln_compile: ", 14)) m += 14;
+        fprintf(stderr, "kiln %s: %s\n", c->cmd, m);
         free(err);
         return st == KILN_ERR_SHAPE || st == KILN_ERR_INVALID ? EXIT_USAGE : EXIT_RUN;
     }
@@ -145,11 +151,46 @@ static int save(const cli *c, session *s)
     return 0;
 }
 
+/* Whether a file can be written at path (its folder exists and is
+ * writable): checked before training, so a bad path loses no work. */
+static bool writable(const cli *c, const char *opt, const char *path)
+{
+    if (!path) return true;
+    char *copy = strdup(path);
+    if (!copy) return false;
+    const char *dir = dirname(copy);
+    bool ok = access(dir, W_OK) == 0;
+    if (!ok)
+        fprintf(stderr, "kiln %s: cannot write %s '%s': folder '%s': %s\n", c->cmd, opt, path,
+                dir, strerror(errno));
+    free(copy);
+    return ok;
+}
+
 int cmd_train(const cli *c, bool lr_find)
 {
     if (c->schedule && strcmp(c->schedule, "one-cycle") && strcmp(c->schedule, "const")) {
         fprintf(stderr, "kiln train: unknown schedule '%s' (one-cycle, const)\n", c->schedule);
         return EXIT_USAGE;
+    }
+    if (!writable(c, "--save", c->save) || !writable(c, "--history", c->history) ||
+        !writable(c, "--plot", c->plot))
+        return EXIT_USAGE;
+    if (c->limit && c->limit < c->batch) {
+        fprintf(stderr, "kiln %s: --limit %lld leaves fewer samples than one batch (--bs %lld)\n",
+                c->cmd, (long long)c->limit, (long long)c->batch);
+        return EXIT_USAGE;
+    }
+    if (c->load) { /* a bad checkpoint is found before anything is compiled */
+        kiln_checkpoint_meta *meta = NULL;
+        char *err = NULL;
+        kiln_status st = kiln_checkpoint_read_meta(c->load, &meta, &err);
+        kiln_checkpoint_meta_free(meta);
+        if (st) {
+            fprintf(stderr, "kiln %s: %s\n", c->cmd, err ? err : kiln_status_str(st));
+            free(err);
+            return EXIT_USAGE;
+        }
     }
     session s;
     int rc = session_start(c, &s);
