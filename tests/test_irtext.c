@@ -6,6 +6,7 @@
  * the source line and caret. Verifier: hand-corrupted graphs fail with a
  * message naming the node. Tests that need op families not yet in the
  * registry skip themselves. */
+#include <dirent.h>
 #include <criterion/criterion.h>
 
 #include "ir/graph.h"
@@ -925,4 +926,43 @@ Test(verify, locations)
     g = sample();
     g->nodes[3].loc = (kiln_loc){kiln_graph_intern_file(g, "m.kiln"), -1, 1};
     expect_verify(g, KILN_ERR_INVALID, "%3 (mul): its location -1:1 is negative (from m.kiln:-1:1)");
+}
+
+/* Every example model, its training programs (AdamW; SGD with Nesterov)
+ * and its evaluation program: print -> parse -> print byte for byte. */
+Test(irtext, roundtrip_examples_and_programs)
+{
+    DIR *d = opendir(KILN_SOURCE_DIR "/examples");
+    cr_assert_not_null(d);
+    int models = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".kiln")) continue;
+        char path[1024], *err = NULL;
+        snprintf(path, sizeof path, "%s/examples/%s", KILN_SOURCE_DIR, e->d_name);
+        kiln_graph *fwd = NULL;
+        cr_assert_eq(kiln_model_load(path, 8, &fwd, &err), KILN_OK, "%s", err ? err : path);
+        roundtrip(fwd);
+        models++;
+        if (kiln_graph_find_role(fwd, KILN_ROLE_LOSS) >= 0) {
+            kiln_train_options opt[2] = {kiln_train_defaults(), kiln_train_defaults()};
+            opt[1].optimizer = KILN_OPT_SGD;
+            opt[1].nesterov = 1;
+            for (int i = 0; i < 2; i++) {
+                kiln_graph *t = NULL;
+                cr_assert_eq(kiln_train_program(fwd, &opt[i], &t), KILN_OK, "%s: %s", path,
+                             kiln_graph_error(fwd));
+                roundtrip(t);
+                kiln_graph_free(t);
+            }
+            kiln_graph *ev = NULL;
+            cr_assert_eq(kiln_eval_program(fwd, &ev), KILN_OK, "%s", kiln_graph_error(fwd));
+            roundtrip(ev);
+            kiln_graph_free(ev);
+        }
+        kiln_graph_free(fwd);
+    }
+    closedir(d);
+    cr_assert_geq(models, 3, "found %d example models", models);
 }
