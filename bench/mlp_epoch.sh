@@ -14,6 +14,12 @@ py=/usr/bin/python3
 model="$root/examples/fashion_mlp.kiln"
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 wall() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; sub "$(date +%s.%N)" "$s"; }
+# PyTorch's matmuls go through the system BLAS: Debian's reference BLAS is
+# ~7x slower than OpenBLAS, which is the fair peer (apt-get install
+# libopenblas0-pthread switches libblas.so.3 to it).
+blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 || true)
+echo "PyTorch's BLAS: $blas"
+case "$blas" in *openblas*) ;; *) echo "warning: not OpenBLAS; install libopenblas0-pthread for a fair peer" >&2 ;; esac
 "$build/kiln" train "$model" --epochs 1 --limit 64 >/dev/null 2>&1   # warm the compile cache
 kiln_epoch() {  # threads
   local full base
