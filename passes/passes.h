@@ -50,6 +50,20 @@ kiln_status kiln_pass_simplify(kiln_graph *g);
 /* The same, filling *stats (when not NULL). */
 kiln_status kiln_pass_simplify_stats(kiln_graph *g, kiln_simplify_stats *stats);
 
+/* passes/memplan.c: offsets for an entry's intermediates in one arena.
+ * planned[i] marks the nodes to place (computed values with no other
+ * storage), bytes[i] their sizes. Kernels run in order[0..norder) (node ids;
+ * NULL: node order); every planned node and every node reading one must be
+ * in it. A node lives from the kernel that writes it to the last kernel that
+ * reads it, both included; nodes alive at the same time get disjoint bytes.
+ * offset_out[i] (per node; 0 for unplanned ones) is a multiple of align (a
+ * power of two); *total_out, the arena's size, a multiple of align, at most
+ * the sum of the aligned sizes. Greedy placement over several orderings,
+ * the best kept; deterministic. KILN_ERR_INVALID on bad arguments. */
+kiln_status kiln_plan_memory(const kiln_graph *g, const int32_t *order, int32_t norder,
+                             const bool *planned, const int64_t *bytes, int64_t align,
+                             int64_t *offset_out, int64_t *total_out);
+
 /* passes/pipeline.c: the verifier after a pass, in debug builds. */
 kiln_status kiln_verify_after(kiln_graph *g, const char *pass);
 

@@ -14,10 +14,11 @@
  *   S  the optimizer state, in order of first appearance;
  *   A  the interface block first — input, target, const and hparam leaves,
  *      then returned values (outputs, losses, metrics), each at one offset
- *      shared by every entry — then each entry's intermediates, one slot per
- *      node (no reuse yet), every entry starting right after the interface
- *      block (entries never run concurrently). A's size is the largest
- *      entry's end.
+ *      shared by every entry — then each entry's intermediates, placed by
+ *      the memory planner (passes/memplan.c: values whose lifetimes over
+ *      the entry's kernels overlap get disjoint bytes; the others share),
+ *      every entry starting right after the interface block (entries never
+ *      run concurrently). A's size is the largest entry's end.
  * Threads (C backend): kiln_compile starts one pool of opt->threads threads
  * (runtime/threadpool.h) and passes every entry call a kiln_rt over it; the
  * generated kernels split their outlined parallel loops across it
@@ -29,6 +30,7 @@
  */
 #include "codegen/codegen.h"
 #include "ir/ops.h"
+#include "passes/passes.h"
 #include "runtime/rng.h"
 #include "runtime/threadpool.h"
 
@@ -79,6 +81,7 @@ typedef struct built {
     ptensor *t;
     int nt, cap;
     size_t iface_bytes;
+    size_t inter_sum; /* the largest entry's sum of aligned intermediate sizes */
     int ntrain; /* plan index of train_step, or -1 */
     char err[2048];
 } built;
@@ -399,8 +402,18 @@ static kiln_status place_entry(built *b, int e)
 {
     kiln_plan_entry *pe = &b->plan.entries[e];
     const kiln_graph *g = b->graphs[e];
-    int64_t cursor = (int64_t)b->iface_bytes;
-    for (int32_t i = 0; i < g->nnodes; i++) {
+    size_t n = (size_t)(g->nnodes ? g->nnodes : 1);
+    bool *planned = calloc(n, sizeof *planned);
+    int64_t *bytes = calloc(n, sizeof *bytes), *off = calloc(n, sizeof *off);
+    if (!planned || !bytes || !off) {
+        free(planned);
+        free(bytes);
+        free(off);
+        return berr(b, KILN_ERR_NOMEM, "out of memory");
+    }
+    kiln_status st = KILN_OK;
+    int64_t sum = 0;
+    for (int32_t i = 0; i < g->nnodes && !st; i++) {
         const kiln_node *n = &g->nodes[i];
         kiln_place *pl = &pe->place[i];
         int k = b->tensor_of[e][i];
@@ -411,20 +424,38 @@ static kiln_status place_entry(built *b, int e)
             *pl = pe->place[n->inputs[0]];
             if (pl->space != KILN_SPACE_P && pl->space != KILN_SPACE_S) {
                 char d[160];
-                return berr(b, KILN_ERR_INTERNAL, "%s: %s does not write a parameter or state",
-                            pe->name, kiln_node_desc(g, i, d, sizeof d));
+                st = berr(b, KILN_ERR_INTERNAL, "%s: %s does not write a parameter or state",
+                          pe->name, kiln_node_desc(g, i, d, sizeof d));
             }
         } else if (k >= 0) {
             pl->space = b->t[k].space;
             pl->offset = b->t[k].offset;
         } else {
+            /* an intermediate: its offset comes from the memory plan */
             pl->space = KILN_SPACE_A;
-            pl->offset = cursor;
-            cursor += align_up(kiln_node_numel(n) * (int64_t)kiln_dtype_size((kiln_dtype)n->dtype));
+            planned[i] = true;
+            bytes[i] = kiln_node_numel(n) * (int64_t)kiln_dtype_size((kiln_dtype)n->dtype);
+            sum += align_up(bytes[i]);
         }
     }
-    if ((size_t)cursor > b->plan.a_bytes) b->plan.a_bytes = (size_t)cursor;
-    return KILN_OK;
+    int64_t total = 0;
+    if (!st) {
+        /* kernels run in node order (lower_entry) */
+        st = kiln_plan_memory(g, NULL, 0, planned, bytes, KILN_ALIGN, off, &total);
+        if (st) st = berr(b, st, "%s: planning the intermediates' memory: %s", pe->name,
+                          kiln_status_str(st));
+    }
+    if (!st) {
+        int64_t base = (int64_t)b->iface_bytes;
+        for (int32_t i = 0; i < g->nnodes; i++)
+            if (planned[i]) pe->place[i].offset = base + off[i];
+        if ((size_t)(base + total) > b->plan.a_bytes) b->plan.a_bytes = (size_t)(base + total);
+        if ((size_t)sum > b->inter_sum) b->inter_sum = (size_t)sum;
+    }
+    free(planned);
+    free(bytes);
+    free(off);
+    return st;
 }
 
 static kiln_status lower_entry(built *b, int e)
@@ -728,6 +759,8 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
     s->param_bytes = plan->p_bytes;
     s->state_bytes = plan->s_bytes;
     s->arena_bytes = plan->a_bytes;
+    s->interface_bytes = p->b.iface_bytes;
+    s->intermediates_bytes = p->b.inter_sum;
     for (int i = 0; i < p->b.nt; i++)
         if (p->b.t[i].role == KILN_ROLE_PARAM) s->num_params += p->b.t[i].numel;
     if (p->b.ntrain >= 0) s->train_flops = flops_of(p->b.graphs[p->b.ntrain]);

@@ -125,6 +125,13 @@ int cmd_info(const cli *c)
     print_bytes("parameters", s.param_bytes);
     print_bytes("optimizer state", s.state_bytes);
     print_bytes("activations (arena)", s.arena_bytes);
+    size_t planned = s.arena_bytes - s.interface_bytes;
+    print_bytes("  interface block", s.interface_bytes);
+    print_bytes("  intermediates", planned);
+    print_bytes("  unplanned sum", s.intermediates_bytes);
+    if (s.intermediates_bytes)
+        printf("  %-22s %10.3f (planned / sum)\n", "  intermediates ratio",
+               (double)planned / (double)s.intermediates_bytes);
     printf("  tensors:\n");
     for (int i = 0; i < kiln_program_num_tensors(p); i++) {
         kiln_tensor_info t;

@@ -85,6 +85,14 @@ kiln_status kiln_program_reset_state(kiln_program *p);
 
 typedef struct kiln_program_stats {
     size_t param_bytes, state_bytes, arena_bytes;
+    size_t interface_bytes;       /* the part of the arena holding inputs, targets,
+                                     hyperparameters and returned values; the rest
+                                     (arena_bytes - interface_bytes) holds the
+                                     intermediates, placed by the memory planner */
+    size_t intermediates_bytes;   /* the sum of the intermediates' sizes (each 64-byte
+                                     aligned) before planning: the largest over the
+                                     entry points (one slot per value would need
+                                     interface_bytes + this) */
     int64_t num_params;           /* trainable scalars */
     double train_flops;           /* per train_step */
     double compile_seconds;       /* cold or cached compile */
