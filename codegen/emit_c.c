@@ -37,6 +37,7 @@
  */
 #include "codegen/codegen.h"
 #include "ir/ops.h"
+#include "ir/util.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -45,81 +46,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- a growing string ---- */
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf;
-
-static void sb_grow(sbuf *b, size_t need)
-{
-    if (b->oom || b->n + need + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + need + 1)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = true;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
-}
-
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    sb_grow(b, n);
-    if (b->oom) return;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        sb_putn(b, tmp, (size_t)n);
-        return;
-    }
-    sb_grow(b, (size_t)n);
-    if (b->oom) return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)n;
-}
-
-static void sb_indent(sbuf *b, int depth)
+static void sb_indent(kiln_sbuf *b, int depth)
 {
     for (int i = 0; i < depth; i++)
-        sb_puts(b, "    ");
+        kiln_sb_puts(b, "    ");
 }
 
 /* Text inside a C comment: no comment terminator, no control characters. */
-static void sb_comment_text(sbuf *b, const char *s)
+static void sb_comment_text(kiln_sbuf *b, const char *s)
 {
     for (; s && *s; s++) {
         char c = *s;
         if (c == '*' && s[1] == '/') {
-            sb_puts(b, "* ");
+            kiln_sb_puts(b, "* ");
             continue;
         }
         if ((unsigned char)c < 0x20 || c == 0x7f) c = '?';
-        sb_putn(b, &c, 1);
+        kiln_sb_putn(b, &c, 1);
     }
 }
 
@@ -216,37 +159,37 @@ static int int_index(int t) /* i32 i64 u8 */
 static const int int_types[3] = {KILN_I32, KILN_I64, KILN_U8};
 static const int all_types[5] = {KILN_F32, KILN_F64, KILN_I32, KILN_I64, KILN_U8};
 
-static void emit_helpers(sbuf *b, const bool *used)
+static void emit_helpers(kiln_sbuf *b, const bool *used)
 {
     bool any = false;
     for (int h = 0; h < H_COUNT; h++)
         any |= used[h];
     if (!any) return;
-    sb_puts(b, "/* ---- helpers ---- */\n\n");
+    kiln_sb_puts(b, "/* ---- helpers ---- */\n\n");
     for (int i = 0; i < 5; i++) {
         int t = all_types[i];
         const char *T = ctype_mem(t), *s = tsuffix(t);
         if (used[H_MAX + i]) {
             if (is_float(t))
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "/* NaN-propagating, as the reference */\n"
                           "static inline %s kiln_max_%s(%s a, %s b)\n"
                           "{\n    return (a != a || b != b) ? NAN : (a > b ? a : b);\n}\n\n",
                           T, s, T, T);
             else
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "static inline %s kiln_max_%s(%s a, %s b) { return a > b ? a : b; }\n\n",
                           T, s, T, T);
         }
         if (used[H_MIN + i]) {
             if (is_float(t))
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "/* NaN-propagating, as the reference */\n"
                           "static inline %s kiln_min_%s(%s a, %s b)\n"
                           "{\n    return (a != a || b != b) ? NAN : (a < b ? a : b);\n}\n\n",
                           T, s, T, T);
             else
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "static inline %s kiln_min_%s(%s a, %s b) { return a < b ? a : b; }\n\n",
                           T, s, T, T);
         }
@@ -255,38 +198,38 @@ static void emit_helpers(sbuf *b, const bool *used)
         int t = int_types[i];
         const char *T = ctype_mem(t), *s = tsuffix(t);
         if (used[H_DIV + i]) {
-            sb_puts(
+            kiln_sb_puts(
                 b, "/* truncating division; x / 0 is 0 (the reference's non-finite quotient) */\n");
             if (t == KILN_I64)
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "static inline int64_t kiln_div_i64(int64_t a, int64_t b)\n{\n"
                           "    return b == 0 ? 0 : b == -1 ? (int64_t)(0 - (uint64_t)a) : a / b;\n"
                           "}\n\n");
             else if (t == KILN_I32)
-                sb_printf(b, "static inline int32_t kiln_div_i32(int32_t a, int32_t b)\n{\n"
+                kiln_sb_printf(b, "static inline int32_t kiln_div_i32(int32_t a, int32_t b)\n{\n"
                              "    return b == 0 ? 0 : (int32_t)((int64_t)a / b);\n}\n\n");
             else
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "static inline %s kiln_div_%s(%s a, %s b)\n{\n"
                           "    return b == 0 ? 0 : (%s)(a / b);\n}\n\n",
                           T, s, T, T, T);
         }
         if (used[H_MOD + i]) {
-            sb_puts(b, "/* C's remainder; x % 0 is 0 */\n");
+            kiln_sb_puts(b, "/* C's remainder; x % 0 is 0 */\n");
             if (t == KILN_U8)
-                sb_printf(b, "static inline uint8_t kiln_mod_u8(uint8_t a, uint8_t b)\n{\n"
+                kiln_sb_printf(b, "static inline uint8_t kiln_mod_u8(uint8_t a, uint8_t b)\n{\n"
                              "    return b == 0 ? 0 : (uint8_t)(a %% b);\n}\n\n");
             else
-                sb_printf(b,
+                kiln_sb_printf(b,
                           "static inline %s kiln_mod_%s(%s a, %s b)\n{\n"
                           "    return (b == 0 || b == -1) ? 0 : a %% b;\n}\n\n",
                           T, s, T, T);
         }
         if (used[H_ABS + i]) {
             if (t == KILN_U8)
-                sb_puts(b, "static inline uint8_t kiln_abs_u8(uint8_t a) { return a; }\n\n");
+                kiln_sb_puts(b, "static inline uint8_t kiln_abs_u8(uint8_t a) { return a; }\n\n");
             else
-                sb_printf(b, "static inline %s kiln_abs_%s(%s a) { return a < 0 ? -a : a; }\n\n", T,
+                kiln_sb_printf(b, "static inline %s kiln_abs_%s(%s a) { return a < 0 ? -a : a; }\n\n", T,
                           s, T);
         }
         if (used[H_F2I + i]) {
@@ -298,7 +241,7 @@ static void emit_helpers(sbuf *b, const bool *used)
                                              : "255.0";
             const char *mn = t == KILN_I32 ? "INT32_MIN" : t == KILN_I64 ? "INT64_MIN" : "0";
             const char *mx = t == KILN_I32 ? "INT32_MAX" : t == KILN_I64 ? "INT64_MAX" : "255";
-            sb_printf(b,
+            kiln_sb_printf(b,
                       "/* float to %s: truncates toward zero; NaN and inf give 0 (as the\n"
                       " * reference), out-of-range values saturate */\n"
                       "static inline %s kiln_f2%s(double x)\n{\n"
@@ -310,7 +253,7 @@ static void emit_helpers(sbuf *b, const bool *used)
         }
     }
     if (used[H_FAIL])
-        sb_puts(b, "/* an entry's failure code: kernel index * 8 + the kernel's check code */\n"
+        kiln_sb_puts(b, "/* an entry's failure code: kernel index * 8 + the kernel's check code */\n"
                    "static int kiln_fail(int kernel, int code) { return kernel * 8 + code; }\n\n");
 }
 
@@ -326,7 +269,7 @@ typedef struct bufinfo {
 typedef struct kctx {
     const kiln_kernel *k;
     const kiln_graph *g;
-    sbuf *b;
+    kiln_sbuf *b;
     bool *helpers;
     /* per expression of the statement being written */
     int32_t *refs;     /* references within the statement */
@@ -339,7 +282,7 @@ typedef struct kctx {
     const int32_t *local_owner; /* per local: its top-level statement; -1 none, -2 several */
     const int32_t *scratch_owner; /* per buffer, the same for scratch arrays */
     const bufinfo *bi;          /* per buffer of the kernel */
-    sbuf *pre;                  /* where outlined loops' functions go */
+    kiln_sbuf *pre;                  /* where outlined loops' functions go */
     int npar;                   /* outlined loops so far (p0, p1, ...) */
 } kctx;
 
@@ -358,14 +301,14 @@ static bool is_unary(int op)
     return op >= KX_NEG && op <= KX_ISNAN;
 }
 
-static void put_float(sbuf *b, double v, bool f32)
+static void put_float(kiln_sbuf *b, double v, bool f32)
 {
     if (v != v) {
-        sb_puts(b, "NAN");
+        kiln_sb_puts(b, "NAN");
         return;
     }
     if (isinf(v)) {
-        sb_puts(b, v > 0 ? "INFINITY" : "(-INFINITY)");
+        kiln_sb_puts(b, v > 0 ? "INFINITY" : "(-INFINITY)");
         return;
     }
     char t[48];
@@ -374,23 +317,23 @@ static void put_float(sbuf *b, double v, bool f32)
     else
         snprintf(t, sizeof t, "%.17g", v);
     bool neg = t[0] == '-';
-    if (neg) sb_puts(b, "(");
-    sb_puts(b, t);
-    if (!strpbrk(t, ".eE")) sb_puts(b, ".0");
-    if (f32) sb_puts(b, "f");
-    if (neg) sb_puts(b, ")");
+    if (neg) kiln_sb_puts(b, "(");
+    kiln_sb_puts(b, t);
+    if (!strpbrk(t, ".eE")) kiln_sb_puts(b, ".0");
+    if (f32) kiln_sb_puts(b, "f");
+    if (neg) kiln_sb_puts(b, ")");
 }
 
-static void put_int(sbuf *b, int64_t v)
+static void put_int(kiln_sbuf *b, int64_t v)
 {
     if (v == INT64_MIN)
-        sb_puts(b, "INT64_MIN");
+        kiln_sb_puts(b, "INT64_MIN");
     else if (v > INT32_MAX || v < -INT32_MAX)
-        sb_printf(b, "INT64_C(%lld)", (long long)v);
+        kiln_sb_printf(b, "INT64_C(%lld)", (long long)v);
     else if (v < 0)
-        sb_printf(b, "(%lld)", (long long)v);
+        kiln_sb_printf(b, "(%lld)", (long long)v);
     else
-        sb_printf(b, "%lld", (long long)v);
+        kiln_sb_printf(b, "%lld", (long long)v);
 }
 
 /* A constant of dtype t: f (float dtypes) or i (the others). */
@@ -400,7 +343,7 @@ static void put_const(kctx *c, int t, double f, int64_t i)
     if (is_float(t))
         put_float(c->b, f, t == KILN_F32);
     else if (t == KILN_BOOL)
-        sb_puts(c->b, i ? "1" : "0");
+        kiln_sb_puts(c->b, i ? "1" : "0");
     else
         put_int(c->b, i);
 }
@@ -480,11 +423,11 @@ static const char *math_fn(int op)
 
 static void put_call2(kctx *c, const char *fn, int32_t a, int32_t b)
 {
-    sb_printf(c->b, "%s(", fn);
+    kiln_sb_printf(c->b, "%s(", fn);
     put_expr(c, a, true);
-    sb_puts(c->b, ", ");
+    kiln_sb_puts(c->b, ", ");
     put_expr(c, b, true);
-    sb_puts(c->b, ")");
+    kiln_sb_puts(c->b, ")");
 }
 
 /* Whether integer expression e is a constant other than 0 and -1 (a divisor
@@ -497,15 +440,15 @@ static bool safe_divisor(const kctx *c, int32_t e)
 
 static void put_expr(kctx *c, int32_t e, bool top)
 {
-    sbuf *b = c->b;
+    kiln_sbuf *b = c->b;
     const kiln_kernel *k = c->k;
     if (e < 0 || e >= k->nexprs) {
         c->error = "an expression id out of range";
-        sb_puts(b, "0");
+        kiln_sb_puts(b, "0");
         return;
     }
     if (c->temp && c->temp[e] >= 0) {
-        sb_printf(b, "v%d", c->temp[e]);
+        kiln_sb_printf(b, "v%d", c->temp[e]);
         return;
     }
     const kiln_kexpr *x = &k->exprs[e];
@@ -517,15 +460,15 @@ static void put_expr(kctx *c, int32_t e, bool top)
         put_const(c, t, x->f, x->i);
         return;
     case KX_VAR:
-        sb_printf(b, "i%d", x->a);
+        kiln_sb_printf(b, "i%d", x->a);
         return;
     case KX_LOCAL:
-        sb_printf(b, "t%d", x->a);
+        kiln_sb_printf(b, "t%d", x->a);
         return;
     case KX_LOAD:
         if (x->a < 0 || x->a >= k->nbufs) {
             c->error = "a load of a buffer out of range";
-            sb_puts(b, "0");
+            kiln_sb_puts(b, "0");
             return;
         }
         if (is_const_buf(c, x->a)) {
@@ -534,9 +477,9 @@ static void put_expr(kctx *c, int32_t e, bool top)
             put_const(c, n->dtype, v, is_float(n->dtype) ? 0 : to_int(v));
             return;
         }
-        sb_printf(b, "b%d[", x->a);
+        kiln_sb_printf(b, "b%d[", x->a);
         put_expr(c, x->b, true);
-        sb_puts(b, "]");
+        kiln_sb_puts(b, "]");
         return;
     case KX_MIN:
     case KX_MAX: {
@@ -566,40 +509,40 @@ static void put_expr(kctx *c, int32_t e, bool top)
             snprintf(fn, sizeof fn, "pow%s", t == KILN_F32 ? "f" : "");
             put_call2(c, fn, x->a, x->b);
         } else {
-            sb_printf(b, "(%s)pow(", ctype_val(t));
+            kiln_sb_printf(b, "(%s)pow(", ctype_val(t));
             put_expr(c, x->a, true);
-            sb_puts(b, ", ");
+            kiln_sb_puts(b, ", ");
             put_expr(c, x->b, true);
-            sb_puts(b, ")");
+            kiln_sb_puts(b, ")");
         }
         return;
     case KX_NEG:
-        sb_printf(b, "%s-", lp);
+        kiln_sb_printf(b, "%s-", lp);
         put_expr(c, x->a, false);
-        sb_puts(b, rp);
+        kiln_sb_puts(b, rp);
         return;
     case KX_NOT:
-        sb_printf(b, "%s!", lp);
+        kiln_sb_printf(b, "%s!", lp);
         put_expr(c, x->a, false);
-        sb_puts(b, rp);
+        kiln_sb_puts(b, rp);
         return;
     case KX_ISNAN: {
         int ta = k->exprs[x->a].dtype;
         if (!is_float(ta)) {
-            sb_puts(b, "0");
+            kiln_sb_puts(b, "0");
             return;
         }
-        sb_puts(b, "isnan(");
+        kiln_sb_puts(b, "isnan(");
         put_expr(c, x->a, true);
-        sb_puts(b, ")");
+        kiln_sb_puts(b, ")");
         return;
     }
     case KX_ABS:
         if (!is_float(t)) {
             c->helpers[H_ABS + int_index(t)] = true;
-            sb_printf(b, "kiln_abs_%s(", tsuffix(t));
+            kiln_sb_printf(b, "kiln_abs_%s(", tsuffix(t));
             put_expr(c, x->a, true);
-            sb_puts(b, ")");
+            kiln_sb_puts(b, ")");
             return;
         }
         /* fall through */
@@ -610,38 +553,38 @@ static void put_expr(kctx *c, int32_t e, bool top)
     case KX_ERF:
     case KX_LOG1P:
         if (t == KILN_F32)
-            sb_printf(b, "%sf(", math_fn(x->op));
+            kiln_sb_printf(b, "%sf(", math_fn(x->op));
         else if (t == KILN_F64)
-            sb_printf(b, "%s(", math_fn(x->op));
+            kiln_sb_printf(b, "%s(", math_fn(x->op));
         else
-            sb_printf(b, "(%s)%s((double)", ctype_val(t), math_fn(x->op));
+            kiln_sb_printf(b, "(%s)%s((double)", ctype_val(t), math_fn(x->op));
         put_expr(c, x->a, true);
-        sb_puts(b, ")");
+        kiln_sb_puts(b, ")");
         return;
     case KX_SELECT:
-        sb_puts(b, lp);
+        kiln_sb_puts(b, lp);
         put_expr(c, x->a, false);
-        sb_puts(b, " ? ");
+        kiln_sb_puts(b, " ? ");
         put_expr(c, x->b, false);
-        sb_puts(b, " : ");
+        kiln_sb_puts(b, " : ");
         put_expr(c, x->c, false);
-        sb_puts(b, rp);
+        kiln_sb_puts(b, rp);
         return;
     case KX_CAST: {
         int from = k->exprs[x->a].dtype;
         if (!dtype_ok(t)) c->error = "a cast to an unsupported dtype (f16/bf16)";
         if (t == KILN_BOOL) {
-            sb_puts(b, lp);
+            kiln_sb_puts(b, lp);
             put_expr(c, x->a, false);
-            sb_puts(b, " != 0");
-            sb_puts(b, rp);
+            kiln_sb_puts(b, " != 0");
+            kiln_sb_puts(b, rp);
         } else if (is_float(from) && !is_float(t)) {
             c->helpers[H_F2I + int_index(t)] = true;
-            sb_printf(b, "kiln_f2%s(", tsuffix(t));
+            kiln_sb_printf(b, "kiln_f2%s(", tsuffix(t));
             put_expr(c, x->a, true);
-            sb_puts(b, ")");
+            kiln_sb_puts(b, ")");
         } else {
-            sb_printf(b, "(%s)", ctype_val(t));
+            kiln_sb_printf(b, "(%s)", ctype_val(t));
             put_expr(c, x->a, false);
         }
         return;
@@ -650,15 +593,15 @@ static void put_expr(kctx *c, int32_t e, bool top)
         break;
     }
     if (is_binary(x->op)) {
-        sb_puts(b, lp);
+        kiln_sb_puts(b, lp);
         put_expr(c, x->a, false);
-        sb_printf(b, " %s ", binop_token(x->op));
+        kiln_sb_printf(b, " %s ", binop_token(x->op));
         put_expr(c, x->b, false);
-        sb_puts(b, rp);
+        kiln_sb_puts(b, rp);
         return;
     }
     c->error = "an unknown expression op";
-    sb_puts(b, "0");
+    kiln_sb_puts(b, "0");
 }
 
 /* The operands of expression x, and which of them only some paths evaluate
@@ -747,9 +690,9 @@ static void hoist(kctx *c, const int32_t *roots, int n, int depth)
         if (op == KX_CONST || op == KX_VAR || op == KX_LOCAL) continue;
         if (op == KX_LOAD && is_const_buf(c, k->exprs[e].a)) continue;
         sb_indent(c->b, depth);
-        sb_printf(c->b, "const %s v%d = ", ctype_val(k->exprs[e].dtype), c->ntemps);
+        kiln_sb_printf(c->b, "const %s v%d = ", ctype_val(k->exprs[e].dtype), c->ntemps);
         put_expr(c, e, true);
-        sb_puts(c->b, ";\n");
+        kiln_sb_puts(c->b, ";\n");
         c->temp[e] = c->ntemps++;
     }
 }
@@ -767,16 +710,16 @@ static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
 {
     const kiln_kernel *k = c->k;
     sb_indent(c->b, depth);
-    sb_puts(c->b, "#pragma omp simd");
+    kiln_sb_puts(c->b, "#pragma omp simd");
     int guard = 0;
     for (int32_t s = loop->body; s >= 0 && s < k->nstmts && guard++ < k->nstmts; s = k->stmts[s].next) {
         const kiln_kstmt *st = &k->stmts[s];
         if (st->kind != KS_SET || st->value < 0 || st->value >= k->nexprs) continue;
         const kiln_kexpr *v = &k->exprs[st->value];
         if (v->op == KX_ADD && v->a >= 0 && k->exprs[v->a].op == KX_LOCAL && k->exprs[v->a].a == st->var)
-            sb_printf(c->b, " reduction(+:t%d)", st->var);
+            kiln_sb_printf(c->b, " reduction(+:t%d)", st->var);
     }
-    sb_puts(c->b, "\n");
+    kiln_sb_puts(c->b, "\n");
 }
 
 /* `for (int64_t iN = 0; iN < extent; iN++) {` with the loop's hints as a
@@ -785,22 +728,22 @@ static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
  * (an outlined loop's chunk). */
 static void put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *lo_hi)
 {
-    sbuf *b = c->b;
+    kiln_sbuf *b = c->b;
     if (st->vector) put_simd_pragma(c, st, depth);
     sb_indent(b, depth);
     if (lo_hi)
-        sb_printf(b, "for (int64_t i%d = lo; i%d < hi; i%d++) {", st->var, st->var, st->var);
+        kiln_sb_printf(b, "for (int64_t i%d = lo; i%d < hi; i%d++) {", st->var, st->var, st->var);
     else
-        sb_printf(b, "for (int64_t i%d = 0; i%d < %lld; i%d++) {", st->var, st->var,
+        kiln_sb_printf(b, "for (int64_t i%d = 0; i%d < %lld; i%d++) {", st->var, st->var,
                   (long long)st->extent, st->var);
     if (lo_hi || st->vector || st->unroll) {
-        sb_puts(b, " /*");
-        if (lo_hi) sb_printf(b, " %s", lo_hi);
-        if (st->vector) sb_printf(b, " vector %d", st->vector);
-        if (st->unroll) sb_printf(b, " unroll %d", st->unroll);
-        sb_puts(b, " */");
+        kiln_sb_puts(b, " /*");
+        if (lo_hi) kiln_sb_printf(b, " %s", lo_hi);
+        if (st->vector) kiln_sb_printf(b, " vector %d", st->vector);
+        if (st->unroll) kiln_sb_printf(b, " unroll %d", st->unroll);
+        kiln_sb_puts(b, " */");
     }
-    sb_puts(b, "\n");
+    kiln_sb_puts(b, "\n");
 }
 
 static void put_stmts(kctx *c, int32_t s, int depth, int guard);
@@ -809,33 +752,33 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard);
 static void put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes)
 {
     const kiln_kbuf *kb = &c->k->bufs[i];
-    sbuf *b = c->b;
+    kiln_sbuf *b = c->b;
     if (!dtype_ok(kb->dtype)) c->error = "a buffer of an unsupported dtype (f16/bf16)";
-    sb_printf(b, "%s%s *%sb%d /* ", kb->written ? "" : "const ", ctype_mem(kb->dtype),
+    kiln_sb_printf(b, "%s%s *%sb%d /* ", kb->written ? "" : "const ", ctype_mem(kb->dtype),
               restrict_ok ? "restrict " : "", i);
     char t[160];
-    sb_puts(b, kiln_shape_str((kiln_dtype)kb->dtype, kb->rank, kb->shape, t, sizeof t));
+    kiln_sb_puts(b, kiln_shape_str((kiln_dtype)kb->dtype, kb->rank, kb->shape, t, sizeof t));
     if (kb->node >= 0 && kb->node < c->g->nnodes) {
         const kiln_node *n = &c->g->nodes[kb->node];
-        sb_printf(b, " %%%d", kb->node);
+        kiln_sb_printf(b, " %%%d", kb->node);
         if (n->name) {
-            sb_puts(b, " ");
+            kiln_sb_puts(b, " ");
             sb_comment_text(b, n->name);
         }
     }
     if (notes && kb->written && c->bi[i].read)
-        sb_puts(b, ", read and written");
+        kiln_sb_puts(b, ", read and written");
     else if (notes && !restrict_ok)
-        sb_puts(b, ", shares storage");
-    sb_puts(b, " */");
+        kiln_sb_puts(b, ", shares storage");
+    kiln_sb_puts(b, " */");
 }
 
 /* Declares scratch array i: `double b3[784];`, commented as scratch. */
-static void put_scratch_decl(kctx *c, sbuf *b, int32_t i)
+static void put_scratch_decl(kctx *c, kiln_sbuf *b, int32_t i)
 {
     const kiln_kbuf *kb = &c->k->bufs[i];
     if (!dtype_ok(kb->dtype)) c->error = "a scratch array of an unsupported dtype (f16/bf16)";
-    sb_printf(b, "    %s b%d[%lld]; /* scratch */\n", ctype_mem(kb->dtype), i,
+    kiln_sb_printf(b, "    %s b%d[%lld]; /* scratch */\n", ctype_mem(kb->dtype), i,
               (long long)kb->shape[0]);
 }
 
@@ -936,64 +879,64 @@ static void put_outlined(kctx *c, int32_t s, int depth, int guard)
         return;
     }
     int m = c->npar++;
-    sbuf *kb = c->b, *pre = c->pre;
+    kiln_sbuf *kb = c->b, *pre = c->pre;
     /* the chunk's body, with restrict buffers as parameters */
-    sb_printf(pre, "/* \x01, loop i%d over [0, %lld) on the thread pool: iterations [lo, hi) */\n",
+    kiln_sb_printf(pre, "/* \x01, loop i%d over [0, %lld) on the thread pool: iterations [lo, hi) */\n",
               st->var, (long long)st->extent);
-    sb_printf(pre, "static void \x01_p%d_run(int64_t lo, int64_t hi", m);
+    kiln_sb_printf(pre, "static void \x01_p%d_run(int64_t lo, int64_t hi", m);
     c->b = pre;
     for (int i = 0; i < nb; i++) {
-        sb_puts(pre, ",\n    ");
+        kiln_sb_puts(pre, ",\n    ");
         put_buf_param(c, bufs[i], true, false);
     }
-    sb_puts(pre, ")\n{\n");
+    kiln_sb_puts(pre, ")\n{\n");
     for (int32_t i = 0; i < k->nbufs; i++)
         if (c->bi[i].scratch && c->scratch_owner[i] == s) put_scratch_decl(c, pre, i);
     for (int32_t l = 0; l < k->nlocals; l++) {
         if (c->local_owner[l] != s) continue;
         int t = k->local_dtype[l];
         if (!dtype_ok(t)) c->error = "a local of an unsupported dtype (f16/bf16)";
-        sb_printf(pre, "    %s t%d = 0;\n", ctype_val(t), l);
+        kiln_sb_printf(pre, "    %s t%d = 0;\n", ctype_val(t), l);
     }
     put_loop_head(c, st, 1, "parallel: a chunk");
     put_stmts(c, st->body, 2, guard);
-    sb_puts(pre, "    }\n}\n\n");
+    kiln_sb_puts(pre, "    }\n}\n\n");
     /* the pool's entry: buffers from the context struct */
-    sb_printf(pre, "typedef struct \x01_p%d_ctx {\n", m);
+    kiln_sb_printf(pre, "typedef struct \x01_p%d_ctx {\n", m);
     for (int i = 0; i < nb; i++) {
         const kiln_kbuf *bf = &k->bufs[bufs[i]];
-        sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ", ctype_mem(bf->dtype),
+        kiln_sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ", ctype_mem(bf->dtype),
                   bufs[i]);
     }
-    if (nb == 0) sb_puts(pre, "    int unused;\n");
-    sb_printf(pre, "} \x01_p%d_ctx;\n\n", m);
-    sb_printf(pre, "static void \x01_p%d(void *ctx, int64_t lo, int64_t hi)\n{\n", m);
-    sb_printf(pre, "    const \x01_p%d_ctx *c = (const \x01_p%d_ctx *)ctx;\n", m, m);
-    if (nb == 0) sb_puts(pre, "    (void)c;\n");
-    sb_printf(pre, "    \x01_p%d_run(lo, hi", m);
-    for (int i = 0; i < nb; i++) sb_printf(pre, ", c->b%d", bufs[i]);
-    sb_puts(pre, ");\n}\n\n");
+    if (nb == 0) kiln_sb_puts(pre, "    int unused;\n");
+    kiln_sb_printf(pre, "} \x01_p%d_ctx;\n\n", m);
+    kiln_sb_printf(pre, "static void \x01_p%d(void *ctx, int64_t lo, int64_t hi)\n{\n", m);
+    kiln_sb_printf(pre, "    const \x01_p%d_ctx *c = (const \x01_p%d_ctx *)ctx;\n", m, m);
+    if (nb == 0) kiln_sb_puts(pre, "    (void)c;\n");
+    kiln_sb_printf(pre, "    \x01_p%d_run(lo, hi", m);
+    for (int i = 0; i < nb; i++) kiln_sb_printf(pre, ", c->b%d", bufs[i]);
+    kiln_sb_puts(pre, ");\n}\n\n");
     /* in the kernel */
     c->b = kb;
     sb_indent(kb, depth);
-    sb_printf(kb, "{ /* loop i%d over [0, %lld): parallel, split across the thread pool */\n",
+    kiln_sb_printf(kb, "{ /* loop i%d over [0, %lld): parallel, split across the thread pool */\n",
               st->var, (long long)st->extent);
     sb_indent(kb, depth + 1);
-    sb_printf(kb, "\x01_p%d_ctx c%d = {", m, m);
-    for (int i = 0; i < nb; i++) sb_printf(kb, "%sb%d", i ? ", " : "", bufs[i]);
-    sb_puts(kb, nb ? "};\n" : "0};\n");
+    kiln_sb_printf(kb, "\x01_p%d_ctx c%d = {", m, m);
+    for (int i = 0; i < nb; i++) kiln_sb_printf(kb, "%sb%d", i ? ", " : "", bufs[i]);
+    kiln_sb_puts(kb, nb ? "};\n" : "0};\n");
     sb_indent(kb, depth + 1);
-    sb_printf(kb, "rt->parallel_for(rt->pool, %lld, \x01_p%d, &c%d);\n", (long long)st->extent, m,
+    kiln_sb_printf(kb, "rt->parallel_for(rt->pool, %lld, \x01_p%d, &c%d);\n", (long long)st->extent, m,
               m);
     sb_indent(kb, depth);
-    sb_puts(kb, "}\n");
+    kiln_sb_puts(kb, "}\n");
     free(bufs);
 }
 
 static void put_stmts(kctx *c, int32_t s, int depth, int guard)
 {
     const kiln_kernel *k = c->k;
-    sbuf *b = c->b;
+    kiln_sbuf *b = c->b;
     for (; s >= 0; s = k->stmts[s].next) {
         if (s >= k->nstmts || guard > k->nstmts) {
             c->error = "a statement id out of range";
@@ -1010,7 +953,7 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
             put_loop_head(c, st, depth, NULL);
             put_stmts(c, st->body, depth + 1, guard);
             sb_indent(b, depth);
-            sb_puts(b, "}\n");
+            kiln_sb_puts(b, "}\n");
             break;
         case KS_STORE: {
             if (st->buf < 0 || st->buf >= k->nbufs) {
@@ -1020,30 +963,30 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
             int32_t roots[2] = {st->index, st->value};
             hoist(c, roots, 2, depth);
             sb_indent(b, depth);
-            sb_printf(b, "b%d[", st->buf);
+            kiln_sb_printf(b, "b%d[", st->buf);
             put_expr(c, st->index, true);
-            sb_puts(b, "] = ");
+            kiln_sb_puts(b, "] = ");
             put_expr(c, st->value, true);
-            sb_puts(b, ";\n");
+            kiln_sb_puts(b, ";\n");
             clear_temps(c);
             break;
         }
         case KS_SET:
             hoist(c, &st->value, 1, depth);
             sb_indent(b, depth);
-            sb_printf(b, "t%d = ", st->var);
+            kiln_sb_printf(b, "t%d = ", st->var);
             put_expr(c, st->value, true);
-            sb_puts(b, ";\n");
+            kiln_sb_puts(b, ";\n");
             clear_temps(c);
             break;
         case KS_CHECK:
             hoist(c, &st->value, 1, depth);
             sb_indent(b, depth);
-            sb_puts(b, "if (!(");
+            kiln_sb_puts(b, "if (!(");
             put_expr(c, st->value, true);
-            sb_printf(b, ")) return %d; /* ", st->index);
+            kiln_sb_printf(b, ")) return %d; /* ", st->index);
             if (st->index >= 1 && st->index <= 4) sb_comment_text(b, k->check_msg[st->index - 1]);
-            sb_puts(b, " */\n");
+            kiln_sb_puts(b, " */\n");
             clear_temps(c);
             break;
         default:
@@ -1163,7 +1106,7 @@ done:
 /* The parameters and body of kernel k (everything after its name), into b;
  * the functions of its outlined loops into pre. Both name the kernel \x01.
  * *uses_rt: the kernel takes the runtime struct (it outlines a loop). */
-static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbuf *b, sbuf *pre,
+static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kiln_sbuf *b, kiln_sbuf *pre,
                              bool *helpers, bool *uses_rt)
 {
     bufinfo *bi = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *bi);
@@ -1198,21 +1141,21 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
         c.scratch_owner = sowner;
         *uses_rt = true;
     }
-    sb_puts(b, "(");
+    kiln_sb_puts(b, "(");
     int nparams = 0;
     for (int32_t i = 0; i < k->nbufs; i++) {
         if (!bi[i].param) continue;
-        sb_puts(b, nparams++ ? ",\n    " : "\n    ");
+        kiln_sb_puts(b, nparams++ ? ",\n    " : "\n    ");
         put_buf_param(&c, i, bi[i].restrict_ok, true);
     }
-    if (nout > 0) sb_puts(b, nparams++ ? ",\n    const kiln_rt *rt" : "\n    const kiln_rt *rt");
-    sb_puts(b, nparams ? ")\n{\n" : "void)\n{\n");
+    if (nout > 0) kiln_sb_puts(b, nparams++ ? ",\n    const kiln_rt *rt" : "\n    const kiln_rt *rt");
+    kiln_sb_puts(b, nparams ? ")\n{\n" : "void)\n{\n");
     for (int32_t l = 0; l < k->nlocals; l++) {
         int t = k->local_dtype[l];
         /* a local of an outlined loop lives in its chunk function */
         if (nout > 0 && owner[l] >= 0 && outline[owner[l]]) continue;
         if (!dtype_ok(t)) c.error = "a local of an unsupported dtype (f16/bf16)";
-        sb_printf(b, "    %s t%d = 0;\n", ctype_val(t), l);
+        kiln_sb_printf(b, "    %s t%d = 0;\n", ctype_val(t), l);
     }
     for (int32_t i = 0; i < k->nbufs; i++) {
         /* a scratch array of an outlined loop lives in its chunk function */
@@ -1220,8 +1163,8 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, sbu
         put_scratch_decl(&c, b, i);
     }
     put_stmts(&c, k->body, 1, 0);
-    if (c.error) sb_printf(b, "#error \"kiln: kernel %s: %s\"\n", k->name, c.error);
-    sb_puts(b, "    return 0;\n}\n");
+    if (c.error) kiln_sb_printf(b, "#error \"kiln: kernel %s: %s\"\n", k->name, c.error);
+    kiln_sb_puts(b, "    return 0;\n}\n");
 done:
     free(bi);
     free(outline);
@@ -1243,13 +1186,13 @@ typedef struct kfunc {
 } kfunc;
 
 /* s with every \x01 replaced by name. */
-static void sb_put_named(sbuf *b, const char *s, const char *name)
+static void sb_put_named(kiln_sbuf *b, const char *s, const char *name)
 {
     for (const char *q; (q = strchr(s, '\x01')); s = q + 1) {
-        sb_putn(b, s, (size_t)(q - s));
-        sb_puts(b, name);
+        kiln_sb_putn(b, s, (size_t)(q - s));
+        kiln_sb_puts(b, name);
     }
-    sb_puts(b, s);
+    kiln_sb_puts(b, s);
 }
 
 static bool is_ident(const char *s)
@@ -1286,7 +1229,7 @@ static const char *space_name(int s)
 }
 
 /* One kernel call in an entry: its arguments are the places of its buffers. */
-static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, const char *fname,
+static void emit_call(kiln_sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, const char *fname,
                       bool uses_rt, int index)
 {
     bufinfo *bi = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *bi);
@@ -1295,9 +1238,9 @@ static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, c
         return;
     }
     classify_bufs(k, e, bi);
-    sb_printf(b, "    /* %d: ", index);
+    kiln_sb_printf(b, "    /* %d: ", index);
     sb_comment_text(b, k->comment);
-    sb_puts(b, " */\n");
+    kiln_sb_puts(b, " */\n");
     /* the arguments: (T *)(A + offset) per buffer */
     char(*args)[96] = calloc((size_t)k->nbufs + 1, sizeof *args);
     if (!args) {
@@ -1334,29 +1277,29 @@ static void emit_call(sbuf *b, const kiln_plan_entry *e, const kiln_kernel *k, c
     /* one line when it fits in 100 columns, else one argument a line */
     size_t tail = k->nchecks > 0 ? strlen("))) return kiln_fail(00, rc);") : strlen(");");
     bool wrap = 4 + strlen(head) + (arglen > 2 ? arglen - 2 : 0) + tail > 100;
-    sb_printf(b, "    %s", head);
+    kiln_sb_printf(b, "    %s", head);
     for (int i = 0; i < nargs; i++) {
         if (i && wrap)
-            sb_printf(b, ",\n%*s", (int)(4 + strlen(head)), "");
+            kiln_sb_printf(b, ",\n%*s", (int)(4 + strlen(head)), "");
         else if (i)
-            sb_puts(b, ", ");
-        sb_puts(b, args[i]);
+            kiln_sb_puts(b, ", ");
+        kiln_sb_puts(b, args[i]);
     }
     if (k->nchecks > 0 && wrap)
-        sb_printf(b, ")))\n        return kiln_fail(%d, rc);\n", index);
+        kiln_sb_printf(b, ")))\n        return kiln_fail(%d, rc);\n", index);
     else if (k->nchecks > 0)
-        sb_printf(b, "))) return kiln_fail(%d, rc);\n", index);
+        kiln_sb_printf(b, "))) return kiln_fail(%d, rc);\n", index);
     else
-        sb_puts(b, ");\n");
+        kiln_sb_puts(b, ");\n");
     free(args);
-    if (bad) sb_printf(b, "#error \"kiln: entry %s, kernel %s: %s\"\n", e->name, k->name, bad);
+    if (bad) kiln_sb_printf(b, "#error \"kiln: entry %s, kernel %s: %s\"\n", e->name, k->name, bad);
     free(bi);
 }
 
 char *kiln_emit_c_source(const kiln_plan *plan)
 {
     if (!plan) return NULL;
-    sbuf out = {0}, body = {0}, rest = {0}, pre = {0};
+    kiln_sbuf out = {0}, body = {0}, rest = {0}, pre = {0};
     bool helpers[H_COUNT] = {0};
     int total = 0;
     for (int ei = 0; ei < plan->nentries; ei++)
@@ -1418,52 +1361,52 @@ char *kiln_emit_c_source(const kiln_plan *plan)
         const kiln_plan_entry *e = &plan->entries[ei];
         char en[64];
         ident_from(en, sizeof en, e->name);
-        sb_puts(&body, "/* entry ");
+        kiln_sb_puts(&body, "/* entry ");
         sb_comment_text(&body, e->name ? e->name : "?");
-        sb_printf(&body, ": %d kernel%s */\n", e->nkernels, e->nkernels == 1 ? "" : "s");
+        kiln_sb_printf(&body, ": %d kernel%s */\n", e->nkernels, e->nkernels == 1 ? "" : "s");
         if (!is_ident(e->name))
-            sb_printf(&body, "#error \"kiln: entry name '%s' is not a C identifier\"\n", en);
-        sb_printf(&body,
+            kiln_sb_printf(&body, "#error \"kiln: entry name '%s' is not a C identifier\"\n", en);
+        kiln_sb_printf(&body,
                   "int kiln_%s(char *restrict P, char *restrict S, char *restrict A,\n"
                   "%*sconst kiln_rt *rt)\n{\n",
                   en, (int)strlen(en) + 10, "");
         bool checks = false;
         for (int ki = 0; ki < e->nkernels; ki++)
             checks |= e->kernels && e->kernels[ki] && e->kernels[ki]->nchecks > 0;
-        if (checks) sb_puts(&body, "    int rc;\n");
+        if (checks) kiln_sb_puts(&body, "    int rc;\n");
         if (e->nkernels == 0)
-            sb_puts(&body, "    (void)P;\n    (void)S;\n    (void)A;\n    (void)rt;\n");
+            kiln_sb_puts(&body, "    (void)P;\n    (void)S;\n    (void)A;\n    (void)rt;\n");
         any_checks |= checks;
         for (int ki = 0; ki < e->nkernels; ki++, slot++) {
             if (fidx[slot] >= 0)
                 emit_call(&body, e, e->kernels[ki], funcs[fidx[slot]].name,
                           funcs[fidx[slot]].uses_rt, ki);
             else
-                sb_printf(&body,
+                kiln_sb_printf(&body,
                           "#error \"kiln: entry %s: kernel %d is missing, or the entry has "
                           "no graph or places\"\n",
                           en, ki);
         }
-        sb_puts(&body, "    return 0;\n}\n\n");
+        kiln_sb_puts(&body, "    return 0;\n}\n\n");
     }
     if (any_checks) helpers[H_FAIL] = true;
 
     /* assemble: header, helpers, kernels, entries */
     if (!oom) {
-        sb_printf(&out, "/* Generated by kiln: %d kernel%s; entry points", nfuncs,
+        kiln_sb_printf(&out, "/* Generated by kiln: %d kernel%s; entry points", nfuncs,
                   nfuncs == 1 ? "" : "s");
         for (int ei = 0; ei < plan->nentries; ei++) {
-            sb_printf(&out, "%skiln_", ei ? ", " : " ");
+            kiln_sb_printf(&out, "%skiln_", ei ? ", " : " ");
             sb_comment_text(&out, plan->entries[ei].name);
         }
-        sb_puts(&out, plan->nentries ? ".\n" : ": none.\n");
-        sb_printf(&out,
+        kiln_sb_puts(&out, plan->nentries ? ".\n" : ": none.\n");
+        kiln_sb_printf(&out,
                   " * Memories: P parameters (%zu bytes), S optimizer state (%zu bytes),\n"
                   " * A activations (%zu bytes). An entry returns 0, or kernel index * 8 +\n"
                   " * check code when a kernel's run-time check fails. */\n",
                   plan->p_bytes, plan->s_bytes, plan->a_bytes);
-        sb_puts(&out, "#include <math.h>\n#include <stdint.h>\n\n");
-        sb_puts(&out,
+        kiln_sb_puts(&out, "#include <math.h>\n#include <stdint.h>\n\n");
+        kiln_sb_puts(&out,
                 "/* The runtime's services (codegen/codegen.h): parallel_for(pool, n, fn, ctx)\n"
                 " * calls fn(ctx, lo, hi) over chunks covering [0, n) and returns when all\n"
                 " * have finished. */\n"
@@ -1475,15 +1418,15 @@ char *kiln_emit_c_source(const kiln_plan *plan)
         emit_helpers(&out, helpers);
         for (int f = 0; f < nfuncs; f++) {
             const kiln_kernel *k = funcs[f].k;
-            sb_printf(&out, "/* kernel %s: ", funcs[f].name);
+            kiln_sb_printf(&out, "/* kernel %s: ", funcs[f].name);
             sb_comment_text(&out, k->comment);
-            sb_puts(&out, " */\n");
+            kiln_sb_puts(&out, " */\n");
             sb_put_named(&out, funcs[f].pre, funcs[f].name);
-            sb_printf(&out, "static int %s", funcs[f].name);
+            kiln_sb_printf(&out, "static int %s", funcs[f].name);
             sb_put_named(&out, funcs[f].rest, funcs[f].name);
-            sb_puts(&out, "\n");
+            kiln_sb_puts(&out, "\n");
         }
-        if (body.p) sb_puts(&out, body.p);
+        if (body.p) kiln_sb_puts(&out, body.p);
         oom = out.oom || body.oom;
     }
     for (int f = 0; f < nfuncs; f++) {

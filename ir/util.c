@@ -2,6 +2,7 @@
 #include "ir/util.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,4 +107,52 @@ int kiln_open_regular(const char *path, int64_t *size, const char **why, int *er
     }
     if (size) *size = (int64_t)sb.st_size;
     return fd;
+}
+
+/* ---- a growing string ---- */
+
+bool kiln_sb_reserve(kiln_sbuf *b, size_t extra)
+{
+    if (b->oom) return false;
+    if (b->n + extra + 1 <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + extra + 1) cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (!np) {
+        b->oom = true;
+        return false;
+    }
+    b->p = np;
+    b->cap = cap;
+    return true;
+}
+
+void kiln_sb_putn(kiln_sbuf *b, const char *s, size_t len)
+{
+    if (!kiln_sb_reserve(b, len)) return;
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = 0;
+}
+
+void kiln_sb_puts(kiln_sbuf *b, const char *s) { kiln_sb_putn(b, s, strlen(s)); }
+void kiln_sb_putc(kiln_sbuf *b, char c) { kiln_sb_putn(b, &c, 1); }
+
+void kiln_sb_printf(kiln_sbuf *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (len < 0) return;
+    if ((size_t)len < sizeof small) {
+        kiln_sb_putn(b, small, (size_t)len);
+        return;
+    }
+    if (!kiln_sb_reserve(b, (size_t)len)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)len;
 }

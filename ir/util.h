@@ -49,4 +49,22 @@ void kiln_byteswap(void *data, size_t n, size_t size);
  * or "PATH: WHY" when errnum is 0. */
 int kiln_open_regular(const char *path, int64_t *size, const char **why, int *errnum);
 
+
+/* ---- a growing string ----
+ * `oom` latches the first allocation failure: later appends do nothing, and
+ * the owner checks it once at the end. p is NUL-terminated (or NULL while
+ * empty); the owner frees p. */
+typedef struct kiln_sbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+} kiln_sbuf;
+
+/* Room for `extra` more bytes; false (and oom set) when out of memory. */
+bool kiln_sb_reserve(kiln_sbuf *b, size_t extra);
+void kiln_sb_putn(kiln_sbuf *b, const char *s, size_t len);
+void kiln_sb_puts(kiln_sbuf *b, const char *s);
+void kiln_sb_putc(kiln_sbuf *b, char c);
+void kiln_sb_printf(kiln_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif
