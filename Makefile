@@ -1,4 +1,5 @@
 # Wraps CMake for the README's two commands: `make demo` and `make test`.
+MAKEFLAGS += --no-print-directory
 BUILD      ?= build
 BUILD_SAN  ?= build-san
 JOBS       ?= $(shell nproc)
