@@ -212,57 +212,6 @@ static int is_int_dtype(kiln_dtype t)
     return t == KILN_I32 || t == KILN_I64 || t == KILN_U8 || t == KILN_BOOL;
 }
 
-/* Element k of an npy array as a double. */
-static double npy_at(const kiln_npy *a, int64_t k)
-{
-    const unsigned char *p = a->data;
-    switch (a->dtype) {
-    case KILN_F32: {
-        float v;
-        memcpy(&v, p + 4 * k, 4);
-        return v;
-    }
-    case KILN_F64: {
-        double v;
-        memcpy(&v, p + 8 * k, 8);
-        return v;
-    }
-    case KILN_I32: {
-        int32_t v;
-        memcpy(&v, p + 4 * k, 4);
-        return v;
-    }
-    case KILN_I64: {
-        int64_t v;
-        memcpy(&v, p + 8 * k, 8);
-        return (double)v;
-    }
-    case KILN_U8: return p[k];
-    case KILN_BOOL: return p[k] != 0;
-    default: return 0;
-    }
-}
-
-static int64_t npy_int_at(const kiln_npy *a, int64_t k)
-{
-    const unsigned char *p = a->data;
-    switch (a->dtype) {
-    case KILN_I32: {
-        int32_t v;
-        memcpy(&v, p + 4 * k, 4);
-        return v;
-    }
-    case KILN_I64: {
-        int64_t v;
-        memcpy(&v, p + 8 * k, 8);
-        return v;
-    }
-    case KILN_U8: return p[k];
-    case KILN_BOOL: return p[k] != 0;
-    default: return 0;
-    }
-}
-
 kiln_status kiln_dataset_load_npy(const char *x_path, const char *y_path, kiln_dataset **out,
                                   char **err)
 {
@@ -293,11 +242,11 @@ kiln_status kiln_dataset_load_npy(const char *x_path, const char *y_path, kiln_d
                          is_int_dtype(y.dtype) ? KILN_I32 : KILN_F32, y.rank - 1, y.shape + 1,
                          &d, err, x_path);
     if (!st) {
-        for (int64_t k = 0; k < x.numel; k++) d->x[k] = (float)npy_at(&x, k);
+        for (int64_t k = 0; k < x.numel; k++) d->x[k] = (float)kiln_npy_get(&x, k);
         if (d->y_dtype == KILN_I32) {
             int32_t *yi = d->y;
             for (int64_t k = 0; k < y.numel; k++) {
-                int64_t v = npy_int_at(&y, k);
+                int64_t v = kiln_npy_get_int(&y, k);
                 if (v < INT32_MIN || v > INT32_MAX) {
                     st = kiln_set_err(err, KILN_ERR_UNSUPPORTED,
                                       "%s: label %lld at element %lld does not fit in i32", y_path,
@@ -308,7 +257,7 @@ kiln_status kiln_dataset_load_npy(const char *x_path, const char *y_path, kiln_d
             }
         } else {
             float *yf = d->y;
-            for (int64_t k = 0; k < y.numel; k++) yf[k] = (float)npy_at(&y, k);
+            for (int64_t k = 0; k < y.numel; k++) yf[k] = (float)kiln_npy_get(&y, k);
         }
     }
     kiln_npy_free(&x);

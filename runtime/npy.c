@@ -376,36 +376,51 @@ void kiln_npy_free(kiln_npy *a)
     memset(a, 0, sizeof *a);
 }
 
+double kiln_npy_get(const kiln_npy *a, int64_t k)
+{
+    const unsigned char *p = a->data;
+    switch (a->dtype) {
+    case KILN_F32: {
+        float v;
+        memcpy(&v, p + 4 * k, 4);
+        return v;
+    }
+    case KILN_F64: {
+        double v;
+        memcpy(&v, p + 8 * k, 8);
+        return v;
+    }
+    default: return (double)kiln_npy_get_int(a, k);
+    }
+}
+
+int64_t kiln_npy_get_int(const kiln_npy *a, int64_t k)
+{
+    const unsigned char *p = a->data;
+    switch (a->dtype) {
+    case KILN_I32: {
+        int32_t v;
+        memcpy(&v, p + 4 * k, 4);
+        return v;
+    }
+    case KILN_I64: {
+        int64_t v;
+        memcpy(&v, p + 8 * k, 8);
+        return v;
+    }
+    case KILN_U8: return p[k];
+    case KILN_BOOL: return p[k] != 0;
+    default: return 0;
+    }
+}
+
 kiln_status kiln_npy_to_f64(const kiln_npy *a, double *out)
 {
     if (!a || !out || (a->numel > 0 && !a->data)) return KILN_ERR_INVALID;
-    const unsigned char *p = a->data;
-    for (int64_t k = 0; k < a->numel; k++) {
-        switch (a->dtype) {
-        case KILN_F32: {
-            float v;
-            memcpy(&v, p + 4 * k, 4);
-            out[k] = v;
-            break;
-        }
-        case KILN_F64: memcpy(&out[k], p + 8 * k, 8); break;
-        case KILN_I32: {
-            int32_t v;
-            memcpy(&v, p + 4 * k, 4);
-            out[k] = v;
-            break;
-        }
-        case KILN_I64: {
-            int64_t v;
-            memcpy(&v, p + 8 * k, 8);
-            out[k] = (double)v;
-            break;
-        }
-        case KILN_U8: out[k] = p[k]; break;
-        case KILN_BOOL: out[k] = p[k] != 0; break;
-        default: return KILN_ERR_UNSUPPORTED;
-        }
-    }
+    if (a->dtype != KILN_F32 && a->dtype != KILN_F64 && a->dtype != KILN_I32 &&
+        a->dtype != KILN_I64 && a->dtype != KILN_U8 && a->dtype != KILN_BOOL)
+        return KILN_ERR_UNSUPPORTED;
+    for (int64_t k = 0; k < a->numel; k++) out[k] = kiln_npy_get(a, k);
     return KILN_OK;
 }
 

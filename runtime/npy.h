@@ -44,6 +44,10 @@ void kiln_npy_free(kiln_npy *a);
 
 /* Converts a's numel elements to doubles in out (which holds a->numel). */
 kiln_status kiln_npy_to_f64(const kiln_npy *a, double *out);
+/* Element k (row-major) as a double, and exactly as an integer (integer and
+ * bool dtypes; 0 for others). k must be below a->numel. */
+double kiln_npy_get(const kiln_npy *a, int64_t k);
+int64_t kiln_npy_get_int(const kiln_npy *a, int64_t k);
 
 /* The numpy descr kiln writes for t ("<f4", "|u1", ...), or NULL. */
 const char *kiln_npy_descr(kiln_dtype t);

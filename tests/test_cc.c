@@ -5,6 +5,8 @@
  * own temporary cache directory. */
 #include <criterion/criterion.h>
 
+#include "tests/testutil.h"
+
 #include "codegen/codegen.h"
 
 #include <dirent.h>
@@ -14,37 +16,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char cache[64];
+static char cache[256];
 
 static void make_cache(void)
 {
-    snprintf(cache, sizeof cache, "/tmp/kiln-test-cc-XXXXXX");
-    cr_assert_not_null(mkdtemp(cache));
-}
-
-/* Removes dir and the files (and one level of folders) in it. */
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    kiln_test_tmpdir(cache, sizeof cache, "cc");
 }
 
 static void drop_cache(void)
 {
-    remove_tree(cache);
+    kiln_test_rmtree(cache);
 }
 
 /* Files in dir whose name ends with suffix; temporary files (".name.XXXXXX") too. */
@@ -204,7 +185,7 @@ Test(cc, default_cache_dir_from_xdg)
     char *err = NULL;
     cr_assert_eq(kiln_cc_load(twice_src, &o, &so, &cached, &secs, &err), KILN_OK, "%s", err);
     kiln_so_close(so);
-    char dir[128];
+    char dir[320];
     snprintf(dir, sizeof dir, "%s/kiln", cache);
     struct stat st;
     cr_assert_eq(stat(dir, &st), 0);
@@ -284,7 +265,7 @@ Test(cc, bad_arguments_do_not_crash)
     cr_expect_eq(kiln_cc_load(twice_src, &o, NULL, NULL, NULL, &err), KILN_ERR_INVALID);
     free(err);
     /* a cache path that cannot be a directory */
-    char file[128];
+    char file[320];
     snprintf(file, sizeof file, "%s/plain-file", cache);
     FILE *f = fopen(file, "w");
     cr_assert_not_null(f);

@@ -16,6 +16,8 @@
  * (/usr/share/datasets/fashion-mnist) and are skipped without it. */
 #include <criterion/criterion.h>
 
+#include "tests/testutil.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -39,34 +41,13 @@
 static char tmp[128]; /* this case's temporary folder */
 static char cache[192]; /* XDG_CACHE_HOME of the runs: tmp/cache */
 
-/* Removes dir and everything under it. */
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static void setup(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/kiln-test-cli-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmp), "mkdtemp: %s", strerror(errno));
+    kiln_test_tmpdir(tmp, sizeof tmp, "cli");
     snprintf(cache, sizeof cache, "%s/cache", tmp);
 }
 
-static void teardown(void) { remove_tree(tmp); }
+static void teardown(void) { kiln_test_rmtree(tmp); }
 
 TestSuite(cli, .init = setup, .fini = teardown, .timeout = 300);
 

@@ -8,6 +8,8 @@
  * (update it on purpose, never by accident). */
 #include <criterion/criterion.h>
 
+#include "tests/testutil.h"
+
 #include "codegen/codegen.h"
 #include "ir/ops.h"
 #include "runtime/threadpool.h"
@@ -21,27 +23,11 @@
 
 /* ---- a temporary cache per test ---- */
 
-static char cache[64];
+static char cache[256];
 
-static void make_cache(void)
-{
-    snprintf(cache, sizeof cache, "/tmp/kiln-test-emit-XXXXXX");
-    cr_assert_not_null(mkdtemp(cache));
-}
+static void make_cache(void) { kiln_test_tmpdir(cache, sizeof cache, "emit"); }
 
-static void drop_cache(void)
-{
-    DIR *d = opendir(cache);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", cache, de->d_name);
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) unlink(p);
-    }
-    closedir(d);
-    rmdir(cache);
-}
+static void drop_cache(void) { kiln_test_rmtree(cache); }
 
 TestSuite(emit_c, .init = make_cache, .fini = drop_cache, .timeout = 120);
 

@@ -1,19 +1,14 @@
 /* tests/test_passes.c — autodiff, training-program assembly, CSE, DCE. */
 #include <criterion/criterion.h>
 
+#include "tests/testutil.h"
+
 #include "ir/graph.h"
 #include "ir/ops.h"
 #include "passes/passes.h"
 
 #include <math.h>
 #include <string.h>
-
-static int count_op(const kiln_graph *g, const char *op)
-{
-    int k = kiln_op_lookup(op), n = 0;
-    for (int32_t i = 0; i < g->nnodes; i++) n += g->nodes[i].op == k;
-    return n;
-}
 
 /* loss = sum(x*x + x*w): fan-out of x accumulates; d/dx = 2x + w. */
 Test(autodiff, fanout_accumulates)
@@ -115,27 +110,14 @@ Test(autodiff, missing_rule_is_named)
     kiln_graph_free(g);
 }
 
-static kiln_graph *tiny_model(void)
-{
-    kiln_graph *g = kiln_graph_new("tiny");
-    int64_t xs[] = {4, 5}, ys[] = {4};
-    kiln_value x = kiln_input(g, "x", KILN_F32, 2, xs);
-    kiln_value y = kiln_target(g, "y", KILN_I32, 1, ys);
-    kiln_value h = kiln_relu(g, kiln_linear(g, x, 6, 1, "fc1"));
-    kiln_value out = kiln_linear(g, h, 3, 1, "fc2");
-    kiln_value loss = kiln_cross_entropy(g, out, y);
-    cr_assert_eq(kiln_set_loss(g, loss, "loss"), KILN_OK, "%s", kiln_graph_error(g));
-    return g;
-}
-
 Test(train, adamw_program_shape)
 {
-    kiln_graph *g = tiny_model();
+    kiln_graph *g = kiln_test_tiny_mlp(KILN_F32);
     kiln_graph *t = NULL;
     cr_assert_eq(kiln_train_program(g, NULL, &t), KILN_OK, "%s", kiln_graph_error(g));
     cr_assert_eq(kiln_graph_verify(t), KILN_OK, "%s", kiln_graph_error(t));
     /* 4 params x (param, exp_avg, exp_avg_sq) */
-    cr_expect_eq(count_op(t, "assign"), 12);
+    cr_expect_eq(kiln_test_count_op(t, "assign"), 12);
     const char *names[] = {"lr", "mom", "beta2", "eps", "wd", "step", "fc1.weight.exp_avg",
                            "fc2.bias.exp_avg_sq"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -154,12 +136,12 @@ Test(train, adamw_program_shape)
 
 Test(train, sgd_program_shape)
 {
-    kiln_graph *g = tiny_model();
+    kiln_graph *g = kiln_test_tiny_mlp(KILN_F32);
     kiln_graph *t = NULL;
     kiln_train_options o = kiln_train_defaults();
     o.optimizer = KILN_OPT_SGD;
     cr_assert_eq(kiln_train_program(g, &o, &t), KILN_OK, "%s", kiln_graph_error(g));
-    cr_expect_eq(count_op(t, "assign"), 8);
+    cr_expect_eq(kiln_test_count_op(t, "assign"), 8);
     cr_expect_geq(kiln_graph_find(t, "fc2.weight.momentum_buffer"), 0);
     cr_expect_lt(kiln_graph_find(t, "beta2"), 0);
     kiln_graph_free(t);
@@ -169,7 +151,7 @@ Test(train, sgd_program_shape)
 /* Training lowers the loss: 30 AdamW steps on a fixed batch. */
 Test(train, adamw_lowers_loss)
 {
-    kiln_graph *g = tiny_model();
+    kiln_graph *g = kiln_test_tiny_mlp(KILN_F32);
     kiln_graph *t = NULL;
     cr_assert_eq(kiln_train_program(g, NULL, &t), KILN_OK, "%s", kiln_graph_error(g));
     kiln_interp *it;
@@ -231,7 +213,7 @@ Test(cse, merges_duplicates)
     cr_assert_eq(kiln_run_pass(g, "cse"), KILN_OK, "%s", kiln_graph_error(g));
     /* x, exp, const, mul, add */
     cr_expect_eq(kiln_graph_num_nodes(g), 5);
-    cr_expect_eq(count_op(g, "exp"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "exp"), 1);
     cr_expect_eq(kiln_graph_verify(g), KILN_OK, "%s", kiln_graph_error(g));
     kiln_graph_free(g);
 }
@@ -246,7 +228,7 @@ Test(dce, removes_dead_keeps_inputs)
     kiln_set_output(g, kiln_relu(g, x), "out");
     cr_assert_eq(kiln_run_pass(g, "dce"), KILN_OK);
     cr_expect_eq(kiln_graph_num_nodes(g), 3);
-    cr_expect_eq(count_op(g, "exp"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "exp"), 0);
     cr_expect_geq(kiln_graph_find(g, "unused"), 0);
     cr_expect_eq(kiln_run_pass(g, "fold"), KILN_ERR_NOT_FOUND);
     cr_expect_str_eq(kiln_graph_error(g),

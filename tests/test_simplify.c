@@ -5,6 +5,8 @@
  * MLP training program with and without simplify. */
 #include <criterion/criterion.h>
 
+#include "tests/testutil.h"
+
 #include "ir/graph.h"
 #include "ir/ops.h"
 #include "passes/passes.h"
@@ -12,13 +14,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int count_op(const kiln_graph *g, const char *op)
-{
-    int k = kiln_op_lookup(op), n = 0;
-    for (int32_t i = 0; i < g->nnodes; i++) n += g->nodes[i].op == k;
-    return n;
-}
 
 static uint64_t hash(const char *s)
 {
@@ -147,12 +142,12 @@ Test(simplify, constant_folding)
     kiln_simplify_stats st;
     kiln_graph *before = simplify(g, &st);
     cr_expect_eq(st.folded, 5, "folded %d", st.folded); /* exp, mul, add, sqrt, div */
-    cr_expect_eq(count_op(g, "exp"), 0);
-    cr_expect_eq(count_op(g, "sqrt"), 0);
-    cr_expect_eq(count_op(g, "div"), 0);
-    cr_expect_eq(count_op(g, "log"), 1);
-    cr_expect_eq(count_op(g, "mul"), 1); /* x * 7 */
-    cr_expect_eq(count_op(g, "add"), 2); /* (x*7) + 2, x + log(0) */
+    cr_expect_eq(kiln_test_count_op(g, "exp"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "sqrt"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "div"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "log"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "mul"), 1); /* x * 7 */
+    cr_expect_eq(kiln_test_count_op(g, "add"), 2); /* (x*7) + 2, x + log(0) */
     int32_t out = kiln_graph_find(g, "out");
     const kiln_node *o = &g->nodes[out];
     const kiln_node *c2 = &g->nodes[o->inputs[1]];
@@ -181,8 +176,8 @@ Test(simplify, constant_folding_rounds_and_keeps_tags)
     kiln_simplify_stats st;
     kiln_graph *before = simplify(g, &st);
     cr_expect_eq(st.folded, 1);
-    cr_expect_eq(count_op(g, "sqrt"), 0);
-    cr_expect_eq(count_op(g, "add"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "sqrt"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "add"), 1);
     const kiln_node *o = &g->nodes[kiln_graph_find(g, "out")];
     cr_expect_eq(kiln_attr_get_float(&g->nodes[o->inputs[1]], "value"), (double)sqrtf(2.0f));
     expect_equivalent(before, g);
@@ -210,8 +205,8 @@ Test(simplify, arithmetic_identities)
     kiln_simplify_stats st;
     kiln_graph *before = simplify(g, &st);
     cr_expect_eq(st.identities, 7);
-    cr_expect_eq(count_op(g, "mul") + count_op(g, "add") + count_op(g, "sub") +
-                 count_op(g, "div") + count_op(g, "broadcast_to") + count_op(g, "const"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "mul") + kiln_test_count_op(g, "add") + kiln_test_count_op(g, "sub") +
+                 kiln_test_count_op(g, "div") + kiln_test_count_op(g, "broadcast_to") + kiln_test_count_op(g, "const"), 0);
     /* x, relu, exp */
     cr_expect_eq(g->nnodes, 3);
     const kiln_node *o = &g->nodes[kiln_graph_find(g, "out")];
@@ -238,11 +233,11 @@ Test(simplify, unary_identities)
     kiln_set_output(g, kiln_cast(g, kiln_pow(g, x, 2.0), KILN_F32), "f32");
     kiln_simplify_stats st;
     kiln_graph *before = simplify(g, &st);
-    cr_expect_eq(count_op(g, "neg"), 0);
-    cr_expect_eq(count_op(g, "pow"), 1);
-    cr_expect_eq(count_op(g, "cast"), 1);
-    cr_expect_eq(count_op(g, "broadcast_to") + count_op(g, "reshape") + count_op(g, "flatten") +
-                 count_op(g, "permute"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "neg"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "pow"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "cast"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "broadcast_to") + kiln_test_count_op(g, "reshape") + kiln_test_count_op(g, "flatten") +
+                 kiln_test_count_op(g, "permute"), 0);
     const kiln_node *o = &g->nodes[kiln_graph_find(g, "out")];
     cr_expect_eq(g->nodes[o->inputs[0]].op, KILN_OP_EXP);
     expect_equivalent(before, g);
@@ -264,7 +259,7 @@ Test(simplify, permute_of_permute)
                                 (int64_t[]){0, 2, 1});
     kiln_set_output(g, kiln_exp(g, b), "one");
     kiln_graph *before = simplify(g, NULL);
-    cr_expect_eq(count_op(g, "permute"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "permute"), 1);
     const kiln_node *id = &g->nodes[kiln_graph_find(g, "id")];
     cr_expect_eq(id->inputs[0], kiln_graph_find(g, "x"));
     const kiln_node *one = &g->nodes[kiln_graph_find(g, "one")];
@@ -293,8 +288,8 @@ Test(simplify, reshape_of_reshape)
     kiln_value c = kiln_flatten(g, reshape(g, x, 3, (int64_t[]){6, 2, 2}), 1);
     kiln_set_output(g, kiln_exp(g, c), "flat");
     kiln_graph *before = simplify(g, NULL);
-    cr_expect_eq(count_op(g, "reshape"), 2);
-    cr_expect_eq(count_op(g, "flatten"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "reshape"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "flatten"), 0);
     int32_t xid = kiln_graph_find(g, "x");
     const kiln_node *one = &g->nodes[g->nodes[kiln_graph_find(g, "one")].inputs[0]];
     cr_expect_eq(one->op, KILN_OP_RESHAPE);
@@ -335,7 +330,7 @@ Test(simplify, matmul_chain_right)
     cr_log_info("A[256,256]@B[256,256]@x[256,1]: (A@B)@x %.0f flops -> A@(B@x) %.0f flops "
                 "(%.0f saved)", r->flops_before, r->flops_after,
                 r->flops_before - r->flops_after);
-    cr_expect_eq(count_op(g, "matmul"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "matmul"), 2);
     const kiln_node *y = &g->nodes[kiln_graph_find(g, "y")];
     cr_expect_eq(y->inputs[0], kiln_graph_find(g, "A"));
     const kiln_node *bx = &g->nodes[y->inputs[1]];
@@ -409,7 +404,7 @@ Test(simplify, matmul_chain_negative)
     kiln_simplify_stats st;
     kiln_graph *before = simplify(g, &st);
     cr_expect_eq(st.reassociated, 0);
-    cr_expect_eq(count_op(g, "matmul"), 8);
+    cr_expect_eq(kiln_test_count_op(g, "matmul"), 8);
     cr_expect_eq(st.matmul_flops_after, st.matmul_flops_before);
     cr_expect_eq(g->nodes[kiln_graph_find(g, "ab")].op, KILN_OP_MATMUL);
     expect_equivalent(before, g);
@@ -457,7 +452,7 @@ Test(simplify, linear_fold_constant_weights)
     cr_expect_eq(st.records[0].flops_before, 131072.0);
     cr_expect_eq(st.records[0].flops_after, 16384.0);
     cr_expect_eq(st.matmul_flops_after, 16384.0);
-    cr_expect_eq(count_op(g, "matmul"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "matmul"), 2);
     const kiln_node *y = &g->nodes[kiln_graph_find(g, "y")];
     cr_expect_eq(y->inputs[0], kiln_graph_find(g, "x"));
     cr_expect_eq(kiln_attr_get_int(y, "tb"), 1);
@@ -477,8 +472,8 @@ Test(simplify, linear_fold_with_biases)
     kiln_graph *before = simplify(g, &st);
     cr_expect_eq(st.linear_folds, 1);
     /* W2@W1, x@W^T, b1@W2^T */
-    cr_expect_eq(count_op(g, "matmul"), 3);
-    cr_expect_eq(count_op(g, "add"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "matmul"), 3);
+    cr_expect_eq(kiln_test_count_op(g, "add"), 2);
     expect_equivalent(before, g);
     kiln_graph_free(before);
     kiln_graph_free(g);
@@ -492,11 +487,11 @@ Test(simplify, linear_fold_negative)
                          two_linear(64, 8, 64, 8, true, KILN_ROLE_CONST, true),
                          two_linear(1, 32, 32, 32, false, KILN_ROLE_CONST, false)};
     for (int i = 0; i < 3; i++) {
-        int before_mm = count_op(gs[i], "matmul");
+        int before_mm = kiln_test_count_op(gs[i], "matmul");
         kiln_simplify_stats st;
         kiln_graph *before = simplify(gs[i], &st);
         cr_expect_eq(st.linear_folds, 0, "case %d", i);
-        cr_expect_eq(count_op(gs[i], "matmul"), before_mm, "case %d", i);
+        cr_expect_eq(kiln_test_count_op(gs[i], "matmul"), before_mm, "case %d", i);
         expect_equivalent(before, gs[i]);
         kiln_graph_free(before);
         kiln_graph_free(gs[i]);
@@ -518,8 +513,8 @@ Test(simplify, broadcasting_identity_kept)
     kiln_simplify_stats st;
     kiln_graph *before = simplify(g, &st);
     cr_expect_eq(st.identities, 0);
-    cr_expect_eq(count_op(g, "mul"), 2);
-    cr_expect_eq(count_op(g, "add"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "mul"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "add"), 1);
     cr_expect_eq(g->nodes[kiln_graph_find(g, "wide")].rank, 2);
     expect_equivalent(before, g);
     kiln_graph_free(before);
@@ -551,8 +546,8 @@ Test(simplify, named_intermediate_kept)
     cr_assert_geq(xo, 0);
     cr_expect_eq(g->nodes[xo].role, KILN_ROLE_OUTPUT);
     /* h*1 with tags, exp, k's add dropped: x, const, h, exp, out, xout */
-    cr_expect_eq(count_op(g, "add"), 1);
-    cr_expect_eq(count_op(g, "mul"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "add"), 1);
+    cr_expect_eq(kiln_test_count_op(g, "mul"), 2);
     expect_equivalent(before, g);
     kiln_graph_free(before);
     kiln_graph_free(g);
@@ -590,7 +585,7 @@ Test(simplify, no_read_after_assign)
     kiln_value n2 = kiln_neg(g, n1);
     kiln_set_output(g, kiln_exp(g, n2), "out");
     kiln_graph *before = simplify(g, NULL);
-    cr_expect_eq(count_op(g, "neg"), 2);
+    cr_expect_eq(kiln_test_count_op(g, "neg"), 2);
     expect_equivalent(before, g);
     kiln_graph_free(before);
     kiln_graph_free(g);
@@ -603,7 +598,7 @@ Test(simplify, by_name_in_pipeline)
     kiln_value x = kiln_input(g, "x", KILN_F64, 1, s);
     kiln_set_output(g, kiln_mul(g, kiln_exp(g, x), cst(g, 1)), "out");
     cr_assert_eq(kiln_run_pass(g, "simplify"), KILN_OK, "%s", kiln_graph_error(g));
-    cr_expect_eq(count_op(g, "mul"), 0);
+    cr_expect_eq(kiln_test_count_op(g, "mul"), 0);
     cr_expect_eq(kiln_run_pass(g, "fold"), KILN_ERR_NOT_FOUND);
     cr_expect_str_eq(kiln_graph_error(g),
                      "unknown pass 'fold' (passes: infer, simplify, cse, dce)");
@@ -611,19 +606,6 @@ Test(simplify, by_name_in_pipeline)
 }
 
 /* ---- the MLP training program ---- */
-
-static kiln_graph *mlp(void)
-{
-    kiln_graph *g = kiln_graph_new("mlp");
-    int64_t xs[] = {4, 5}, ys[] = {4};
-    kiln_value x = kiln_input(g, "x", KILN_F64, 2, xs);
-    kiln_value y = kiln_target(g, "y", KILN_I32, 1, ys);
-    kiln_value h = kiln_relu(g, kiln_linear(g, x, 6, 1, "fc1"));
-    kiln_value out = kiln_linear(g, h, 3, 1, "fc2");
-    kiln_value loss = kiln_cross_entropy(g, out, y);
-    cr_assert_eq(kiln_set_loss(g, loss, "loss"), KILN_OK, "%s", kiln_graph_error(g));
-    return g;
-}
 
 static void keep_optimizer_graph(const char *pass, const kiln_graph *g, void *user)
 {
@@ -638,7 +620,7 @@ static const hp mlp_hps[] = {{"lr", 1e-2}, {"mom", 0.9}, {"beta2", 0.99}, {"eps"
  * before any of those passes; and simplify alone on that program too. */
 static void mlp_case(kiln_optimizer opt)
 {
-    kiln_graph *g = mlp();
+    kiln_graph *g = kiln_test_tiny_mlp(KILN_F64);
     kiln_graph *raw = NULL, *t = NULL;
     kiln_train_options o = kiln_train_defaults();
     o.optimizer = opt;

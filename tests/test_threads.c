@@ -9,14 +9,14 @@
  * parameters (each output element is computed by the same code whatever the
  * split); the generated source outlines the large kernels' loops and never
  * cross_entropy's (one sum over every sample). */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <criterion/criterion.h>
+
+#include "tests/testutil.h"
 
 #include "codegen/codegen.h"
 #include "kiln/kiln.h"
 #include "runtime/threadpool.h"
 
-#include <ftw.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -192,25 +192,11 @@ Test(threadpool, nested_call_runs_inline, .timeout = 60)
 
 static char cache_dir[256];
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void make_cache(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    snprintf(cache_dir, sizeof cache_dir, "%s/kiln_test_threads_XXXXXX",
-             tmp && *tmp ? tmp : "/tmp");
-    cr_assert_not_null(mkdtemp(cache_dir));
-}
+static void make_cache(void) { kiln_test_tmpdir(cache_dir, sizeof cache_dir, "threads"); }
 
 static void remove_cache(void)
 {
-    if (cache_dir[0]) nftw(cache_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (cache_dir[0]) kiln_test_rmtree(cache_dir);
     cache_dir[0] = 0;
 }
 

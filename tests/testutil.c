@@ -1,6 +1,8 @@
 /* tests/testutil.c — helpers shared by the Criterion suites. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "tests/testutil.h"
+#include "ir/graph.h"
+#include "ir/ops.h"
 
 #include <criterion/criterion.h>
 
@@ -27,4 +29,24 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 void kiln_test_rmtree(const char *path)
 {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int kiln_test_count_op(const kiln_graph *g, const char *op)
+{
+    int k = kiln_op_lookup(op), n = 0;
+    for (int32_t i = 0; i < g->nnodes; i++) n += g->nodes[i].op == k;
+    return n;
+}
+
+kiln_graph *kiln_test_tiny_mlp(kiln_dtype t)
+{
+    kiln_graph *g = kiln_graph_new("tiny");
+    int64_t xs[] = {4, 5}, ys[] = {4};
+    kiln_value x = kiln_input(g, "x", t, 2, xs);
+    kiln_value y = kiln_target(g, "y", KILN_I32, 1, ys);
+    kiln_value h = kiln_relu(g, kiln_linear(g, x, 6, 1, "fc1"));
+    kiln_value out = kiln_linear(g, h, 3, 1, "fc2");
+    kiln_value loss = kiln_cross_entropy(g, out, y);
+    cr_assert_eq(kiln_set_loss(g, loss, "loss"), KILN_OK, "%s", kiln_graph_error(g));
+    return g;
 }

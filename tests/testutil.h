@@ -13,4 +13,11 @@ void kiln_test_tmpdir(char *buf, size_t len, const char *tag);
  * followed); errors are ignored. */
 void kiln_test_rmtree(const char *path);
 
+/* How many nodes of g have registry op `op`. */
+int kiln_test_count_op(const kiln_graph *g, const char *op);
+
+/* A small classifier with a loss: x [4,5] (dtype t) -> linear fc1 (6) ->
+ * relu -> linear fc2 (3) -> cross_entropy with labels y i32[4]. */
+kiln_graph *kiln_test_tiny_mlp(kiln_dtype t);
+
 #endif
