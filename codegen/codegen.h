@@ -71,9 +71,12 @@ typedef struct kiln_plan_entry {
     int32_t nkernels;
 } kiln_plan_entry;
 
+struct kiln_cg_target;
+
 typedef struct kiln_plan {
     kiln_plan_entry *entries;
     int nentries;
+    const struct kiln_cg_target *target; /* what the code is for; NULL: the host */
     size_t p_bytes, s_bytes, a_bytes;
 } kiln_plan;
 

@@ -17,7 +17,7 @@
  *     A, const kiln_rt *rt)` per entry that calls its kernels in order on
  *     their places, and returns 0 or (kernel index) * 8 + (check code);
  *   - a top-level loop marked parallel that is worth splitting (see
- *     plan_outlining and codegen.h, "Threads") becomes `kN_op_pM_run(lo, hi,
+ *     kiln_ce_plan_outlining and codegen.h, "Threads") becomes `kN_op_pM_run(lo, hi,
  *     buffers...)` over its iterations [lo, hi), with restrict buffer
  *     parameters and its own locals, plus `kN_op_pM(void *ctx, lo, hi)`
  *     that reads the buffers from a `kN_op_pM_ctx` struct; the kernel takes
@@ -35,9 +35,9 @@
  * Internal inconsistencies (a buffer without a place, an unsupported dtype)
  * become an `#error` line in the source, so compiling it says what is wrong.
  */
-#include "codegen/codegen.h"
+#include "codegen/emit_c_internal.h"
+#include "codegen/vmath.h"
 #include "ir/ops.h"
-#include "ir/util.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -46,7 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sb_indent(kiln_sbuf *b, int depth)
+void kiln_ce_indent(kiln_sbuf *b, int depth)
 {
     for (int i = 0; i < depth; i++)
         kiln_sb_puts(b, "    ");
@@ -68,14 +68,14 @@ static void sb_comment_text(kiln_sbuf *b, const char *s)
 
 /* ---- types ---- */
 
-static bool dtype_ok(int t)
+bool kiln_ce_dtype_ok(int t)
 {
     return t == KILN_F32 || t == KILN_F64 || t == KILN_I32 || t == KILN_I64 || t == KILN_U8 ||
            t == KILN_BOOL;
 }
 
 /* The C type of a buffer element (bools are bytes holding 0 or 1). */
-static const char *ctype_mem(int t)
+const char *kiln_ce_ctype_mem(int t)
 {
     switch (t) {
     case KILN_F32:
@@ -95,9 +95,9 @@ static const char *ctype_mem(int t)
 }
 
 /* The C type of a scalar (locals and temporaries). */
-static const char *ctype_val(int t)
+const char *kiln_ce_ctype_val(int t)
 {
-    return t == KILN_BOOL ? "_Bool" : ctype_mem(t);
+    return t == KILN_BOOL ? "_Bool" : kiln_ce_ctype_mem(t);
 }
 
 /* The suffix of a helper's name for a dtype: kiln_max_f32, kiln_div_i64. */
@@ -168,7 +168,7 @@ static void emit_helpers(kiln_sbuf *b, const bool *used)
     kiln_sb_puts(b, "/* ---- helpers ---- */\n\n");
     for (int i = 0; i < 5; i++) {
         int t = all_types[i];
-        const char *T = ctype_mem(t), *s = tsuffix(t);
+        const char *T = kiln_ce_ctype_mem(t), *s = tsuffix(t);
         if (used[H_MAX + i]) {
             if (is_float(t))
                 kiln_sb_printf(b,
@@ -196,7 +196,7 @@ static void emit_helpers(kiln_sbuf *b, const bool *used)
     }
     for (int i = 0; i < 3; i++) {
         int t = int_types[i];
-        const char *T = ctype_mem(t), *s = tsuffix(t);
+        const char *T = kiln_ce_ctype_mem(t), *s = tsuffix(t);
         if (used[H_DIV + i]) {
             kiln_sb_puts(
                 b, "/* truncating division; x / 0 is 0 (the reference's non-finite quotient) */\n");
@@ -259,32 +259,6 @@ static void emit_helpers(kiln_sbuf *b, const bool *used)
 
 /* ---- kernels ---- */
 
-/* Per buffer of a kernel: whether it is a parameter, read, written, and
- * whether it may be `restrict`. */
-typedef struct bufinfo {
-    bool param, read, written, restrict_ok;
-    bool scratch; /* a kernel-local array, declared where it is used */
-} bufinfo;
-
-typedef struct kctx {
-    const kiln_kernel *k;
-    const kiln_graph *g;
-    kiln_sbuf *b;
-    bool *helpers;
-    /* per expression of the statement being written */
-    int32_t *refs;     /* references within the statement */
-    uint8_t *uncond;   /* 1: used by the statement, 2: evaluated on every path */
-    int32_t *temp;     /* the temporary holding it, or -1 */
-    int32_t ntemps;    /* temporaries so far in this kernel (v0, v1, ...) */
-    const char *error; /* a problem to report with #error */
-    /* threads: which top-level loops are outlined onto the pool */
-    const uint8_t *outline; /* per statement: 1 for an outlined top-level loop */
-    const int32_t *local_owner; /* per local: its top-level statement; -1 none, -2 several */
-    const int32_t *scratch_owner; /* per buffer, the same for scratch arrays */
-    const bufinfo *bi;          /* per buffer of the kernel */
-    kiln_sbuf *pre;                  /* where outlined loops' functions go */
-    int npar;                   /* outlined loops so far (p0, p1, ...) */
-} kctx;
 
 static bool is_const_buf(const kctx *c, int32_t buf)
 {
@@ -339,7 +313,7 @@ static void put_int(kiln_sbuf *b, int64_t v)
 /* A constant of dtype t: f (float dtypes) or i (the others). */
 static void put_const(kctx *c, int t, double f, int64_t i)
 {
-    if (!dtype_ok(t)) c->error = "a constant of an unsupported dtype (f16/bf16)";
+    if (!kiln_ce_dtype_ok(t)) c->error = "a constant of an unsupported dtype (f16/bf16)";
     if (is_float(t))
         put_float(c->b, f, t == KILN_F32);
     else if (t == KILN_BOOL)
@@ -509,7 +483,7 @@ static void put_expr(kctx *c, int32_t e, bool top)
             snprintf(fn, sizeof fn, "pow%s", t == KILN_F32 ? "f" : "");
             put_call2(c, fn, x->a, x->b);
         } else {
-            kiln_sb_printf(b, "(%s)pow(", ctype_val(t));
+            kiln_sb_printf(b, "(%s)pow(", kiln_ce_ctype_val(t));
             put_expr(c, x->a, true);
             kiln_sb_puts(b, ", ");
             put_expr(c, x->b, true);
@@ -552,12 +526,15 @@ static void put_expr(kctx *c, int32_t e, bool top)
     case KX_TANH:
     case KX_ERF:
     case KX_LOG1P:
-        if (t == KILN_F32)
+        if (t == KILN_F32 && (x->op == KX_EXP || x->op == KX_LOG || x->op == KX_TANH ||
+                              x->op == KX_ERF || x->op == KX_LOG1P))
+            kiln_sb_printf(b, "kiln_%sf(", math_fn(x->op)); /* codegen/vmath.h */
+        else if (t == KILN_F32)
             kiln_sb_printf(b, "%sf(", math_fn(x->op));
         else if (t == KILN_F64)
             kiln_sb_printf(b, "%s(", math_fn(x->op));
         else
-            kiln_sb_printf(b, "(%s)%s((double)", ctype_val(t), math_fn(x->op));
+            kiln_sb_printf(b, "(%s)%s((double)", kiln_ce_ctype_val(t), math_fn(x->op));
         put_expr(c, x->a, true);
         kiln_sb_puts(b, ")");
         return;
@@ -572,7 +549,7 @@ static void put_expr(kctx *c, int32_t e, bool top)
         return;
     case KX_CAST: {
         int from = k->exprs[x->a].dtype;
-        if (!dtype_ok(t)) c->error = "a cast to an unsupported dtype (f16/bf16)";
+        if (!kiln_ce_dtype_ok(t)) c->error = "a cast to an unsupported dtype (f16/bf16)";
         if (t == KILN_BOOL) {
             kiln_sb_puts(b, lp);
             put_expr(c, x->a, false);
@@ -584,7 +561,7 @@ static void put_expr(kctx *c, int32_t e, bool top)
             put_expr(c, x->a, true);
             kiln_sb_puts(b, ")");
         } else {
-            kiln_sb_printf(b, "(%s)", ctype_val(t));
+            kiln_sb_printf(b, "(%s)", kiln_ce_ctype_val(t));
             put_expr(c, x->a, false);
         }
         return;
@@ -604,9 +581,9 @@ static void put_expr(kctx *c, int32_t e, bool top)
     kiln_sb_puts(b, "0");
 }
 
-/* The operands of expression x, and which of them only some paths evaluate
+/* The kiln_ce_operands of expression x, and which of them only some paths evaluate
  * (select arms, the right side of && and ||). Returns how many. */
-static int operands(const kiln_kexpr *x, int32_t *ops, bool *cond)
+int kiln_ce_operands(const kiln_kexpr *x, int32_t *ops, bool *cond)
 {
     switch (x->op) {
     case KX_CONST:
@@ -649,7 +626,7 @@ static void reach(kctx *c, int32_t e)
     c->uncond[e] |= 1;
     int32_t ops[3];
     bool cond[3];
-    int n = operands(&c->k->exprs[e], ops, cond);
+    int n = kiln_ce_operands(&c->k->exprs[e], ops, cond);
     for (int i = 0; i < n; i++)
         reach(c, ops[i]);
 }
@@ -661,7 +638,7 @@ static void reach_always(kctx *c, int32_t e)
     c->uncond[e] |= 2;
     int32_t ops[3];
     bool cond[3];
-    int n = operands(&c->k->exprs[e], ops, cond);
+    int n = kiln_ce_operands(&c->k->exprs[e], ops, cond);
     for (int i = 0; i < n; i++)
         if (!cond[i]) reach_always(c, ops[i]);
 }
@@ -682,15 +659,15 @@ static void hoist(kctx *c, const int32_t *roots, int n, int depth)
         reach(c, roots[i]);
     for (int i = 0; i < n; i++)
         reach_always(c, roots[i]);
-    /* operands have smaller ids than their users: ascending order defines
+    /* kiln_ce_operands have smaller ids than their users: ascending order defines
      * every temporary before its first use */
     for (int32_t e = 0; e < k->nexprs; e++) {
         if (c->refs[e] < 2 || !(c->uncond[e] & 2)) continue;
         int op = k->exprs[e].op;
         if (op == KX_CONST || op == KX_VAR || op == KX_LOCAL) continue;
         if (op == KX_LOAD && is_const_buf(c, k->exprs[e].a)) continue;
-        sb_indent(c->b, depth);
-        kiln_sb_printf(c->b, "const %s v%d = ", ctype_val(k->exprs[e].dtype), c->ntemps);
+        kiln_ce_indent(c->b, depth);
+        kiln_sb_printf(c->b, "const %s v%d = ", kiln_ce_ctype_val(k->exprs[e].dtype), c->ntemps);
         put_expr(c, e, true);
         kiln_sb_puts(c->b, ";\n");
         c->temp[e] = c->ntemps++;
@@ -705,19 +682,27 @@ static void clear_temps(kctx *c)
 
 /* `#pragma omp simd`, with a reduction clause for each local the loop's
  * body sums into (t = t + e): the loop's vector hint allows reassociating
- * them. (Compiled with -fopenmp-simd: no OpenMP runtime.) */
+ * them; other locals its body sets are private to each lane (lowering sets
+ * them before reading them in every iteration). (Compiled with
+ * -fopenmp-simd: no OpenMP runtime.) */
 static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
 {
     const kiln_kernel *k = c->k;
-    sb_indent(c->b, depth);
+    kiln_ce_indent(c->b, depth);
     kiln_sb_puts(c->b, "#pragma omp simd");
     int guard = 0;
     for (int32_t s = loop->body; s >= 0 && s < k->nstmts && guard++ < k->nstmts; s = k->stmts[s].next) {
         const kiln_kstmt *st = &k->stmts[s];
         if (st->kind != KS_SET || st->value < 0 || st->value >= k->nexprs) continue;
         const kiln_kexpr *v = &k->exprs[st->value];
+        bool seen = false; /* one clause per local */
+        for (int32_t p = loop->body; p >= 0 && p != s; p = k->stmts[p].next)
+            seen |= k->stmts[p].kind == KS_SET && k->stmts[p].var == st->var;
+        if (seen) continue;
         if (v->op == KX_ADD && v->a >= 0 && k->exprs[v->a].op == KX_LOCAL && k->exprs[v->a].a == st->var)
             kiln_sb_printf(c->b, " reduction(+:t%d)", st->var);
+        else
+            kiln_sb_printf(c->b, " private(t%d)", st->var); /* set before use in each lane */
     }
     kiln_sb_puts(c->b, "\n");
 }
@@ -726,11 +711,11 @@ static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
  * comment (a parallel hint is only shown where the loop is outlined: a loop
  * run serially is an ordinary loop); lo_hi: iterate over [lo, hi) instead
  * (an outlined loop's chunk). */
-static void put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *lo_hi)
+void kiln_ce_put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *lo_hi)
 {
     kiln_sbuf *b = c->b;
     if (st->vector) put_simd_pragma(c, st, depth);
-    sb_indent(b, depth);
+    kiln_ce_indent(b, depth);
     if (lo_hi)
         kiln_sb_printf(b, "for (int64_t i%d = lo; i%d < hi; i%d++) {", st->var, st->var, st->var);
     else
@@ -746,15 +731,14 @@ static void put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *
     kiln_sb_puts(b, "\n");
 }
 
-static void put_stmts(kctx *c, int32_t s, int depth, int guard);
 
 /* A buffer parameter: `const float *restrict b1 (comment: shape, node, name)`. */
-static void put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes)
+void kiln_ce_put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes)
 {
     const kiln_kbuf *kb = &c->k->bufs[i];
     kiln_sbuf *b = c->b;
-    if (!dtype_ok(kb->dtype)) c->error = "a buffer of an unsupported dtype (f16/bf16)";
-    kiln_sb_printf(b, "%s%s *%sb%d /* ", kb->written ? "" : "const ", ctype_mem(kb->dtype),
+    if (!kiln_ce_dtype_ok(kb->dtype)) c->error = "a buffer of an unsupported dtype (f16/bf16)";
+    kiln_sb_printf(b, "%s%s *%sb%d /* ", kb->written ? "" : "const ", kiln_ce_ctype_mem(kb->dtype),
               restrict_ok ? "restrict " : "", i);
     char t[160];
     kiln_sb_puts(b, kiln_shape_str((kiln_dtype)kb->dtype, kb->rank, kb->shape, t, sizeof t));
@@ -774,166 +758,15 @@ static void put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes)
 }
 
 /* Declares scratch array i: `double b3[784];`, commented as scratch. */
-static void put_scratch_decl(kctx *c, kiln_sbuf *b, int32_t i)
+void kiln_ce_put_scratch_decl(kctx *c, kiln_sbuf *b, int32_t i)
 {
     const kiln_kbuf *kb = &c->k->bufs[i];
-    if (!dtype_ok(kb->dtype)) c->error = "a scratch array of an unsupported dtype (f16/bf16)";
-    kiln_sb_printf(b, "    %s b%d[%lld]; /* scratch */\n", ctype_mem(kb->dtype), i,
+    if (!kiln_ce_dtype_ok(kb->dtype)) c->error = "a scratch array of an unsupported dtype (f16/bf16)";
+    kiln_sb_printf(b, "    %s b%d[%lld]; /* scratch */\n", kiln_ce_ctype_mem(kb->dtype), i,
               (long long)kb->shape[0]);
 }
 
-/* Marks what statements s.. (a list, recursively) use: locals (lmark) and
- * buffers (bmark), through the expressions they evaluate (xseen: visited). */
-static void mark_uses_expr(const kiln_kernel *k, int32_t e, uint8_t *lmark, uint8_t *bmark,
-                           uint8_t *xseen)
-{
-    if (e < 0 || e >= k->nexprs || xseen[e]) return;
-    xseen[e] = 1;
-    const kiln_kexpr *x = &k->exprs[e];
-    if (x->op == KX_LOCAL && x->a >= 0 && x->a < k->nlocals) lmark[x->a] = 1;
-    if (x->op == KX_LOAD && x->a >= 0 && x->a < k->nbufs) bmark[x->a] = 1;
-    int32_t ops[3];
-    bool cond[3];
-    int n = operands(x, ops, cond);
-    for (int i = 0; i < n; i++) mark_uses_expr(k, ops[i], lmark, bmark, xseen);
-}
-
-static void mark_uses(const kiln_kernel *k, int32_t s, bool list, uint8_t *lmark, uint8_t *bmark,
-                      uint8_t *xseen, int *guard)
-{
-    for (; s >= 0 && s < k->nstmts && (*guard)++ <= k->nstmts; s = list ? k->stmts[s].next : -1) {
-        const kiln_kstmt *st = &k->stmts[s];
-        switch (st->kind) {
-        case KS_LOOP:
-            mark_uses(k, st->body, true, lmark, bmark, xseen, guard);
-            break;
-        case KS_STORE:
-            if (st->buf >= 0 && st->buf < k->nbufs) bmark[st->buf] = 1;
-            mark_uses_expr(k, st->index, lmark, bmark, xseen);
-            mark_uses_expr(k, st->value, lmark, bmark, xseen);
-            break;
-        case KS_SET:
-            if (st->var >= 0 && st->var < k->nlocals) lmark[st->var] = 1;
-            mark_uses_expr(k, st->value, lmark, bmark, xseen);
-            break;
-        case KS_CHECK:
-            mark_uses_expr(k, st->value, lmark, bmark, xseen);
-            break;
-        default:
-            break;
-        }
-    }
-}
-
-/* Scalar statements a list executes (loops multiply by their extent). */
-static double list_work(const kiln_kernel *k, int32_t s, int *guard, bool *checks)
-{
-    double w = 0.0;
-    for (; s >= 0 && s < k->nstmts && (*guard)++ <= k->nstmts; s = k->stmts[s].next) {
-        const kiln_kstmt *st = &k->stmts[s];
-        if (st->kind == KS_LOOP)
-            w += (double)(st->extent > 0 ? st->extent : 0) * list_work(k, st->body, guard, checks);
-        else
-            w += 1.0;
-        if (st->kind == KS_CHECK) *checks = true;
-    }
-    return w;
-}
-
-/* The buffers an outlined loop passes: parameters it uses, in buffer
- * order. */
-static int loop_bufs(const kctx *c, int32_t loop, int32_t *out)
-{
-    const kiln_kernel *k = c->k;
-    uint8_t *lmark = calloc((size_t)(k->nlocals ? k->nlocals : 1), 1);
-    uint8_t *bmark = calloc((size_t)(k->nbufs ? k->nbufs : 1), 1);
-    uint8_t *xseen = calloc((size_t)(k->nexprs ? k->nexprs : 1), 1);
-    int n = 0;
-    if (lmark && bmark && xseen) {
-        int guard = 0;
-        mark_uses(k, loop, false, lmark, bmark, xseen, &guard);
-        for (int32_t i = 0; i < k->nbufs; i++)
-            if (bmark[i] && c->bi[i].param) out[n++] = i;
-    } else {
-        n = -1;
-    }
-    free(lmark);
-    free(bmark);
-    free(xseen);
-    return n;
-}
-
-/* An outlined parallel loop: its iterations become function <kernel>_pN over
- * [lo, hi) (written to c->pre, with the kernel's name as \x01, filled in
- * when the translation unit is assembled), and the kernel hands the range
- * to the thread pool. */
-static void put_outlined(kctx *c, int32_t s, int depth, int guard)
-{
-    const kiln_kernel *k = c->k;
-    const kiln_kstmt *st = &k->stmts[s];
-    int32_t *bufs = malloc((size_t)(k->nbufs ? k->nbufs : 1) * sizeof *bufs);
-    int nb = bufs ? loop_bufs(c, s, bufs) : -1;
-    if (nb < 0) {
-        c->b->oom = true;
-        free(bufs);
-        return;
-    }
-    int m = c->npar++;
-    kiln_sbuf *kb = c->b, *pre = c->pre;
-    /* the chunk's body, with restrict buffers as parameters */
-    kiln_sb_printf(pre, "/* \x01, loop i%d over [0, %lld) on the thread pool: iterations [lo, hi) */\n",
-              st->var, (long long)st->extent);
-    kiln_sb_printf(pre, "static void \x01_p%d_run(int64_t lo, int64_t hi", m);
-    c->b = pre;
-    for (int i = 0; i < nb; i++) {
-        kiln_sb_puts(pre, ",\n    ");
-        put_buf_param(c, bufs[i], true, false);
-    }
-    kiln_sb_puts(pre, ")\n{\n");
-    for (int32_t i = 0; i < k->nbufs; i++)
-        if (c->bi[i].scratch && c->scratch_owner[i] == s) put_scratch_decl(c, pre, i);
-    for (int32_t l = 0; l < k->nlocals; l++) {
-        if (c->local_owner[l] != s) continue;
-        int t = k->local_dtype[l];
-        if (!dtype_ok(t)) c->error = "a local of an unsupported dtype (f16/bf16)";
-        kiln_sb_printf(pre, "    %s t%d = 0;\n", ctype_val(t), l);
-    }
-    put_loop_head(c, st, 1, "parallel: a chunk");
-    put_stmts(c, st->body, 2, guard);
-    kiln_sb_puts(pre, "    }\n}\n\n");
-    /* the pool's entry: buffers from the context struct */
-    kiln_sb_printf(pre, "typedef struct \x01_p%d_ctx {\n", m);
-    for (int i = 0; i < nb; i++) {
-        const kiln_kbuf *bf = &k->bufs[bufs[i]];
-        kiln_sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ", ctype_mem(bf->dtype),
-                  bufs[i]);
-    }
-    if (nb == 0) kiln_sb_puts(pre, "    int unused;\n");
-    kiln_sb_printf(pre, "} \x01_p%d_ctx;\n\n", m);
-    kiln_sb_printf(pre, "static void \x01_p%d(void *ctx, int64_t lo, int64_t hi)\n{\n", m);
-    kiln_sb_printf(pre, "    const \x01_p%d_ctx *c = (const \x01_p%d_ctx *)ctx;\n", m, m);
-    if (nb == 0) kiln_sb_puts(pre, "    (void)c;\n");
-    kiln_sb_printf(pre, "    \x01_p%d_run(lo, hi", m);
-    for (int i = 0; i < nb; i++) kiln_sb_printf(pre, ", c->b%d", bufs[i]);
-    kiln_sb_puts(pre, ");\n}\n\n");
-    /* in the kernel */
-    c->b = kb;
-    sb_indent(kb, depth);
-    kiln_sb_printf(kb, "{ /* loop i%d over [0, %lld): parallel, split across the thread pool */\n",
-              st->var, (long long)st->extent);
-    sb_indent(kb, depth + 1);
-    kiln_sb_printf(kb, "\x01_p%d_ctx c%d = {", m, m);
-    for (int i = 0; i < nb; i++) kiln_sb_printf(kb, "%sb%d", i ? ", " : "", bufs[i]);
-    kiln_sb_puts(kb, nb ? "};\n" : "0};\n");
-    sb_indent(kb, depth + 1);
-    kiln_sb_printf(kb, "rt->parallel_for(rt->pool, %lld, \x01_p%d, &c%d);\n", (long long)st->extent, m,
-              m);
-    sb_indent(kb, depth);
-    kiln_sb_puts(kb, "}\n");
-    free(bufs);
-}
-
-static void put_stmts(kctx *c, int32_t s, int depth, int guard)
+void kiln_ce_put_stmts(kctx *c, int32_t s, int depth, int guard)
 {
     const kiln_kernel *k = c->k;
     kiln_sbuf *b = c->b;
@@ -947,12 +780,12 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
         switch (st->kind) {
         case KS_LOOP:
             if (c->outline && c->outline[s]) {
-                put_outlined(c, s, depth, guard);
+                kiln_ce_put_outlined(c, s, depth, guard);
                 break;
             }
-            put_loop_head(c, st, depth, NULL);
-            put_stmts(c, st->body, depth + 1, guard);
-            sb_indent(b, depth);
+            kiln_ce_put_loop_head(c, st, depth, NULL);
+            kiln_ce_put_stmts(c, st->body, depth + 1, guard);
+            kiln_ce_indent(b, depth);
             kiln_sb_puts(b, "}\n");
             break;
         case KS_STORE: {
@@ -962,7 +795,7 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
             }
             int32_t roots[2] = {st->index, st->value};
             hoist(c, roots, 2, depth);
-            sb_indent(b, depth);
+            kiln_ce_indent(b, depth);
             kiln_sb_printf(b, "b%d[", st->buf);
             put_expr(c, st->index, true);
             kiln_sb_puts(b, "] = ");
@@ -973,15 +806,18 @@ static void put_stmts(kctx *c, int32_t s, int depth, int guard)
         }
         case KS_SET:
             hoist(c, &st->value, 1, depth);
-            sb_indent(b, depth);
+            kiln_ce_indent(b, depth);
             kiln_sb_printf(b, "t%d = ", st->var);
             put_expr(c, st->value, true);
             kiln_sb_puts(b, ";\n");
             clear_temps(c);
             break;
+        case KS_GEMM:
+            kiln_ce_put_gemm(c, s, depth);
+            break;
         case KS_CHECK:
             hoist(c, &st->value, 1, depth);
-            sb_indent(b, depth);
+            kiln_ce_indent(b, depth);
             kiln_sb_puts(b, "if (!(");
             put_expr(c, st->value, true);
             kiln_sb_printf(b, ")) return %d; /* ", st->index);
@@ -1029,85 +865,22 @@ static void classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinf
             kiln_place pj = e->place[nj];
             size_t sj = buf_bytes(&k->bufs[j]);
             if (pi.space == pj.space && pi.space != KILN_SPACE_NONE &&
-                pi.offset < pj.offset + (int64_t)sj && pj.offset < pi.offset + (int64_t)si)
+                pi.offset < pj.offset + (int64_t)sj && pj.offset < pi.offset + (int64_t)si) {
                 bi[i].restrict_ok = false;
+                /* the same bytes exactly: an in-place pair (memory planning
+                 * allows it only where each element is read, then written,
+                 * at one index), which threads may still split */
+                if (pi.offset != pj.offset || si != sj) bi[i].partial_overlap = true;
+            }
         }
     }
-}
-
-/* Decides which top-level loops of k to outline onto the thread pool
- * (outline[s] = 1) and which top-level statement uses each local
- * (owner[l]: the statement, -1 none, -2 several). A loop is outlined when
- * its lowering rule marked it parallel, it has at least 2 iterations, its
- * nest executes at least KILN_PAR_MIN_WORK scalar statements, it has no
- * run-time check (a failure code cannot leave a worker), every local it
- * uses is its own (declared per chunk), and every buffer it uses may be
- * `restrict` (no storage shared with a buffer that is written). Returns
- * how many loops it outlines, or -1 when out of memory. */
-static int plan_outlining(const kiln_kernel *k, const bufinfo *bi, uint8_t *outline,
-                          int32_t *owner, int32_t *sowner)
-{
-    uint8_t *lmark = calloc((size_t)(k->nlocals ? k->nlocals : 1), 1);
-    uint8_t *bmark = calloc((size_t)(k->nbufs ? k->nbufs : 1), 1);
-    uint8_t *xseen = calloc((size_t)(k->nexprs ? k->nexprs : 1), 1);
-    int n = 0;
-    if (!lmark || !bmark || !xseen) {
-        n = -1;
-        goto done;
-    }
-    for (int32_t l = 0; l < k->nlocals; l++) owner[l] = -1;
-    for (int32_t i = 0; i < k->nbufs; i++) sowner[i] = -1;
-    int guard = 0;
-    for (int32_t s = k->body; s >= 0 && s < k->nstmts && guard++ <= k->nstmts;
-         s = k->stmts[s].next) {
-        memset(lmark, 0, (size_t)k->nlocals);
-        memset(bmark, 0, (size_t)k->nbufs);
-        memset(xseen, 0, (size_t)k->nexprs);
-        int g2 = 0;
-        mark_uses(k, s, false, lmark, bmark, xseen, &g2);
-        for (int32_t l = 0; l < k->nlocals; l++)
-            if (lmark[l]) owner[l] = owner[l] == -1 ? s : -2;
-        for (int32_t i = 0; i < k->nbufs; i++)
-            if (bmark[i] && bi[i].scratch) sowner[i] = sowner[i] == -1 ? s : -2;
-    }
-    guard = 0;
-    for (int32_t s = k->body; s >= 0 && s < k->nstmts && guard++ <= k->nstmts;
-         s = k->stmts[s].next) {
-        const kiln_kstmt *st = &k->stmts[s];
-        if (st->kind != KS_LOOP || !st->parallel || st->extent < 2) continue;
-        bool checks = false;
-        int g2 = 0;
-        double work = (double)st->extent * list_work(k, st->body, &g2, &checks);
-        if (checks || work < KILN_PAR_MIN_WORK) continue;
-        memset(lmark, 0, (size_t)k->nlocals);
-        memset(bmark, 0, (size_t)k->nbufs);
-        memset(xseen, 0, (size_t)k->nexprs);
-        g2 = 0;
-        mark_uses(k, s, false, lmark, bmark, xseen, &g2);
-        bool ok = true;
-        for (int32_t l = 0; l < k->nlocals; l++)
-            if (lmark[l] && owner[l] != s) ok = false;
-        for (int32_t i = 0; i < k->nbufs; i++) {
-            if (bmark[i] && bi[i].param && !bi[i].restrict_ok) ok = false;
-            if (bmark[i] && bi[i].scratch && sowner[i] != s) ok = false;
-        }
-        if (ok) {
-            outline[s] = 1;
-            n++;
-        }
-    }
-done:
-    free(lmark);
-    free(bmark);
-    free(xseen);
-    return n;
 }
 
 /* The parameters and body of kernel k (everything after its name), into b;
  * the functions of its outlined loops into pre. Both name the kernel \x01.
  * *uses_rt: the kernel takes the runtime struct (it outlines a loop). */
 static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kiln_sbuf *b, kiln_sbuf *pre,
-                             bool *helpers, bool *uses_rt)
+                             bool *helpers, bool *uses_rt, const kiln_cg_target *target)
 {
     bufinfo *bi = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *bi);
     size_t ne = (size_t)(k->nexprs ? k->nexprs : 1);
@@ -1115,6 +888,7 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kil
     int32_t *owner = calloc((size_t)(k->nlocals ? k->nlocals : 1), sizeof *owner);
     int32_t *sowner = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *sowner);
     kctx c = {.k = k,
+              .target = target,
               .g = e->g,
               .b = b,
               .helpers = helpers,
@@ -1130,7 +904,7 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kil
     }
     clear_temps(&c);
     classify_bufs(k, e, bi);
-    int nout = plan_outlining(k, bi, outline, owner, sowner);
+    int nout = kiln_ce_plan_outlining(k, bi, outline, owner, sowner);
     if (nout < 0) {
         b->oom = true;
         goto done;
@@ -1146,23 +920,24 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kil
     for (int32_t i = 0; i < k->nbufs; i++) {
         if (!bi[i].param) continue;
         kiln_sb_puts(b, nparams++ ? ",\n    " : "\n    ");
-        put_buf_param(&c, i, bi[i].restrict_ok, true);
+        kiln_ce_put_buf_param(&c, i, bi[i].restrict_ok, true);
     }
     if (nout > 0) kiln_sb_puts(b, nparams++ ? ",\n    const kiln_rt *rt" : "\n    const kiln_rt *rt");
     kiln_sb_puts(b, nparams ? ")\n{\n" : "void)\n{\n");
     for (int32_t l = 0; l < k->nlocals; l++) {
         int t = k->local_dtype[l];
-        /* a local of an outlined loop lives in its chunk function */
+        /* a local of an outlined loop lives in its chunk function (unless
+         * it is set before it and only read there) */
         if (nout > 0 && owner[l] >= 0 && outline[owner[l]]) continue;
-        if (!dtype_ok(t)) c.error = "a local of an unsupported dtype (f16/bf16)";
-        kiln_sb_printf(b, "    %s t%d = 0;\n", ctype_val(t), l);
+        if (!kiln_ce_dtype_ok(t)) c.error = "a local of an unsupported dtype (f16/bf16)";
+        kiln_sb_printf(b, "    %s t%d = 0;\n", kiln_ce_ctype_val(t), l);
     }
     for (int32_t i = 0; i < k->nbufs; i++) {
         /* a scratch array of an outlined loop lives in its chunk function */
         if (!bi[i].scratch || (nout > 0 && sowner[i] >= 0 && outline[sowner[i]])) continue;
-        put_scratch_decl(&c, b, i);
+        kiln_ce_put_scratch_decl(&c, b, i);
     }
-    put_stmts(&c, k->body, 1, 0);
+    kiln_ce_put_stmts(&c, k->body, 1, 0);
     if (c.error) kiln_sb_printf(b, "#error \"kiln: kernel %s: %s\"\n", k->name, c.error);
     kiln_sb_puts(b, "    return 0;\n}\n");
 done:
@@ -1262,7 +1037,7 @@ static void emit_call(kiln_sbuf *b, const kiln_plan_entry *e, const kiln_kernel 
         }
         if (!sp) bad = "a buffer has no place";
         snprintf(args[nargs], sizeof args[0], "(%s%s *)(%s + %lld)", kb->written ? "" : "const ",
-                 ctype_mem(kb->dtype), sp ? sp : "A", (long long)pl.offset);
+                 kiln_ce_ctype_mem(kb->dtype), sp ? sp : "A", (long long)pl.offset);
         arglen += strlen(args[nargs++]) + 2;
     }
     if (uses_rt) {
@@ -1309,6 +1084,13 @@ char *kiln_emit_c_source(const kiln_plan *plan)
     int *fidx = calloc((size_t)(total ? total : 1), sizeof *fidx);
     int nfuncs = 0;
     bool oom = !funcs || !fidx;
+    kiln_cg_target host;
+    const kiln_cg_target *target = plan->target;
+    if (!target) {
+        kiln_target_host(&host);
+        target = &host;
+    }
+    bool any_gemm = false;
 
     /* kernels, once each */
     for (int ei = 0, slot = 0; ei < plan->nentries && !oom; ei++) {
@@ -1324,7 +1106,8 @@ char *kiln_emit_c_source(const kiln_plan *plan)
             pre.n = 0;
             if (pre.p) pre.p[0] = '\0';
             bool uses_rt = false;
-            emit_kernel_rest(k, e, &rest, &pre, helpers, &uses_rt);
+            emit_kernel_rest(k, e, &rest, &pre, helpers, &uses_rt, target);
+            any_gemm |= k->ngemms > 0;
             if (rest.oom || pre.oom) {
                 oom = true;
                 break;
@@ -1406,6 +1189,9 @@ char *kiln_emit_c_source(const kiln_plan *plan)
                   " * check code when a kernel's run-time check fails. */\n",
                   plan->p_bytes, plan->s_bytes, plan->a_bytes);
         kiln_sb_puts(&out, "#include <math.h>\n#include <stdint.h>\n\n");
+        /* f32 transcendentals: polynomial, branch-free, vectorizable */
+        kiln_sb_puts(&out, kiln_vmath_source());
+        kiln_sb_puts(&out, "\n");
         kiln_sb_puts(&out,
                 "/* The runtime's services (codegen/codegen.h): parallel_for(pool, n, fn, ctx)\n"
                 " * calls fn(ctx, lo, hi) over chunks covering [0, n) and returns when all\n"
@@ -1415,6 +1201,12 @@ char *kiln_emit_c_source(const kiln_plan *plan)
                 "    void (*parallel_for)(void *pool, int64_t n, void (*fn)(void *, int64_t, "
                 "int64_t), void *ctx);\n"
                 "} kiln_rt;\n\n");
+        if (any_gemm) {
+            kiln_sb_printf(&out, "/* GEMM micro-kernels and packing for %s */\n#include <string.h>\n",
+                           kiln_isa_name(target->isa));
+            kiln_emit_gemm_prelude(&out, target);
+            kiln_sb_puts(&out, "\n");
+        }
         emit_helpers(&out, helpers);
         for (int f = 0; f < nfuncs; f++) {
             const kiln_kernel *k = funcs[f].k;

@@ -18,6 +18,16 @@ struct kiln_kb {
     /* open loops: the loop statement, and the last statement of its body */
     int32_t loop[KB_MAX_DEPTH], last[KB_MAX_DEPTH + 1];
     int depth;
+    /* fused lowering: virtual buffers, and the coordinates behind index
+     * expressions of virtual buffers */
+    const kiln_kb_hooks *hooks;
+    kiln_kb_hooks hooks_copy;
+    struct vidx {
+        int32_t expr, node;
+        int32_t coords[KILN_MAX_RANK];
+    } *vidx;
+    int32_t nvidx, cap_vidx;
+    bool heap; /* made by kiln_kb_new */
 };
 
 void kiln_kernel_free(kiln_kernel *k)
@@ -27,6 +37,7 @@ void kiln_kernel_free(kiln_kernel *k)
     free(k->exprs);
     free(k->stmts);
     free(k->local_dtype);
+    free(k->gemms);
     free(k);
 }
 
@@ -46,6 +57,7 @@ int32_t kiln_kb_node(const kiln_kb *kb) { return kb->node; }
 int32_t kiln_kb_buf(kiln_kb *kb, int32_t node)
 {
     if (node < 0 || node >= kb->g->nnodes) return fail(kb, KILN_ERR_INTERNAL, "bad buffer node");
+    if (kb->hooks && kb->hooks->is_virtual(kb->hooks->ctx, node)) return KILN_KB_VBUF + node;
     kiln_kernel *k = kb->k;
     for (int32_t i = 0; i < k->nbufs; i++)
         if (k->bufs[i].node == node) return i;
@@ -79,6 +91,11 @@ int32_t kiln_kb_scratch(kiln_kb *kb, kiln_dtype t, int64_t n)
     b->rank = 1;
     b->shape[0] = n;
     return k->nbufs++;
+}
+
+static bool is_vbuf(const kiln_kb *kb, int32_t buf)
+{
+    return buf >= KILN_KB_VBUF && buf - KILN_KB_VBUF < kb->g->nnodes;
 }
 
 int32_t kiln_kb_in(kiln_kb *kb, int k)
@@ -139,6 +156,86 @@ int32_t kiln_kb_loop(kiln_kb *kb, int64_t extent)
     return kb->k->stmts[id].var;
 }
 
+int32_t kiln_kb_gemm(kiln_kb *kb, kiln_kgemm *g)
+{
+    if (kb->st) return kb->st;
+    if (kb->depth == KB_MAX_DEPTH) return fail(kb, KILN_ERR_UNSUPPORTED, "loops nested too deep");
+    kiln_kernel *k = kb->k;
+    if (g->a < 0 || g->a >= k->nbufs || g->b < 0 || g->b >= k->nbufs || g->c < 0 ||
+        g->c >= k->nbufs)
+        return fail(kb, KILN_ERR_INTERNAL, "a GEMM of bad buffers");
+    kiln_kgemm *ng = realloc(k->gemms, (size_t)(k->ngemms + 1) * sizeof *ng);
+    if (!ng) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+    k->gemms = ng;
+    g->var_i = k->nvars++;
+    g->var_j = k->nvars++;
+    k->bufs[g->c].written = 1;
+    ng[k->ngemms] = *g;
+    kiln_kstmt s = {.kind = KS_GEMM, .index = k->ngemms};
+    int32_t id = new_stmt(kb, s);
+    if (id < 0) return id;
+    k->ngemms++;
+    kb->loop[kb->depth++] = id;
+    kb->last[kb->depth] = -1;
+    return id;
+}
+
+void kiln_kb_unvector(kiln_kb *kb)
+{
+    for (int d = 0; d < kb->depth; d++) kb->k->stmts[kb->loop[d]].vector = 0;
+}
+
+int kiln_kb_depth(const kiln_kb *kb) { return kb->depth; }
+
+kiln_status kiln_kb_fail(kiln_kb *kb, kiln_status st, const char *msg)
+{
+    return (kiln_status)fail(kb, st, msg);
+}
+
+kiln_kb *kiln_kb_new(const kiln_graph *g, int32_t node, const char *name,
+                     const kiln_kb_hooks *hooks)
+{
+    kiln_kb *kb = calloc(1, sizeof *kb);
+    kiln_kernel *k = calloc(1, sizeof *k);
+    if (!kb || !k) {
+        free(kb);
+        free(k);
+        return NULL;
+    }
+    k->body = -1;
+    k->node = node;
+    snprintf(k->name, sizeof k->name, "%s", name);
+    kb->g = g;
+    kb->node = node;
+    kb->k = k;
+    kb->last[0] = -1;
+    kb->heap = true;
+    if (hooks) {
+        kb->hooks_copy = *hooks;
+        kb->hooks = &kb->hooks_copy;
+    }
+    return kb;
+}
+
+void kiln_kb_set_node(kiln_kb *kb, int32_t node) { kb->node = node; }
+
+kiln_status kiln_kb_finish(kiln_kb *kb, kiln_kernel **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!kb) return KILN_ERR_NOMEM;
+    kiln_status st = kb->st;
+    if (!st && kb->depth != 0) st = fail(kb, KILN_ERR_INTERNAL, "a loop was left open");
+    if (st) {
+        snprintf(err, errlen, "%s", kb->err[0] ? kb->err : kiln_status_str(st));
+        kiln_kernel_free(kb->k);
+    } else {
+        *out = kb->k;
+    }
+    free(kb->vidx);
+    free(kb);
+    return st;
+}
+
 void kiln_kb_end(kiln_kb *kb)
 {
     if (kb->depth == 0) {
@@ -172,9 +269,17 @@ static bool bad_operand(kiln_kb *kb, int32_t e)
     return false;
 }
 
+static const struct vidx *find_vidx(kiln_kb *kb, int32_t buf, int32_t index, struct vidx *tmp);
+
 void kiln_kb_store(kiln_kb *kb, int32_t buf, int32_t index, int32_t value)
 {
     if (bad_operand(kb, index) || bad_operand(kb, value)) return;
+    if (is_vbuf(kb, buf)) {
+        struct vidx tmp;
+        const struct vidx *v = find_vidx(kb, buf, index, &tmp);
+        if (v) kb->hooks->store_at(kb, kb->hooks->ctx, v->node, v->coords, value);
+        return;
+    }
     if (buf < 0 || buf >= kb->k->nbufs) {
         fail(kb, KILN_ERR_INTERNAL, "store to a bad buffer");
         return;
@@ -250,6 +355,14 @@ int32_t kiln_kx_local(kiln_kb *kb, int32_t local)
 int32_t kiln_kx_load(kiln_kb *kb, int32_t buf, int32_t index)
 {
     if (bad_operand(kb, index)) return kb->st;
+    if (is_vbuf(kb, buf)) {
+        struct vidx tmp;
+        const struct vidx *v = find_vidx(kb, buf, index, &tmp);
+        if (!v) return kb->st;
+        int32_t coords[KILN_MAX_RANK];
+        memcpy(coords, v->coords, sizeof coords); /* value_at may grow kb->vidx */
+        return kb->hooks->value_at(kb, kb->hooks->ctx, v->node, coords);
+    }
     if (buf < 0 || buf >= kb->k->nbufs) return fail(kb, KILN_ERR_INTERNAL, "load of a bad buffer");
     kiln_kexpr e = {.op = KX_LOAD, .dtype = kb->k->bufs[buf].dtype, .a = buf, .b = index};
     return new_expr(kb, e);
@@ -296,6 +409,46 @@ int32_t kiln_kx_cast(kiln_kb *kb, int32_t a, kiln_dtype t)
 int32_t kiln_kx_index(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx)
 {
     if (kb->st) return kb->st;
+    if (is_vbuf(kb, buf)) {
+        const kiln_node *n = &kb->g->nodes[buf - KILN_KB_VBUF];
+        if (n->rank > rank) return fail(kb, KILN_ERR_INTERNAL, "index rank below the buffer's rank");
+        if (kb->nvidx == kb->cap_vidx) {
+            int32_t cap = kb->cap_vidx ? 2 * kb->cap_vidx : 32;
+            struct vidx *nv = realloc(kb->vidx, (size_t)cap * sizeof *nv);
+            if (!nv) return fail(kb, KILN_ERR_NOMEM, "out of memory");
+            kb->vidx = nv;
+            kb->cap_vidx = cap;
+        }
+        struct vidx *v = &kb->vidx[kb->nvidx];
+        memset(v, 0, sizeof *v);
+        v->node = buf - KILN_KB_VBUF;
+        int32_t zero = -1;
+        for (int d = 0; d < n->rank; d++) {
+            if (n->shape[d] == 1) {
+                if (zero < 0) zero = kiln_kx_int(kb, 0);
+                v->coords[d] = zero;
+            } else {
+                v->coords[d] = idx[d + rank - n->rank];
+            }
+        }
+        /* the element's flat row-major index (what arithmetic on it means) */
+        int32_t off = -1;
+        int64_t stride = 1;
+        for (int d = n->rank - 1; d >= 0; d--) {
+            if (n->shape[d] != 1) {
+                int32_t term = v->coords[d];
+                if (stride != 1) term = kiln_kx_bin(kb, KX_MUL, term, kiln_kx_int(kb, stride));
+                off = off < 0 ? term : kiln_kx_bin(kb, KX_ADD, term, off);
+            }
+            stride *= n->shape[d];
+        }
+        if (off < 0) off = kiln_kx_int(kb, 0);
+        if (kb->st) return kb->st;
+        v = &kb->vidx[kb->nvidx]; /* (no realloc since; kept for clarity) */
+        v->expr = off;
+        kb->nvidx++;
+        return v->expr;
+    }
     if (buf < 0 || buf >= kb->k->nbufs) return fail(kb, KILN_ERR_INTERNAL, "index of a bad buffer");
     const kiln_kbuf *b = &kb->k->bufs[buf];
     if (b->rank > rank) return fail(kb, KILN_ERR_INTERNAL, "index rank below the buffer's rank");
@@ -311,6 +464,26 @@ int32_t kiln_kx_index(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx)
         stride *= b->shape[d];
     }
     return off < 0 ? kiln_kx_int(kb, 0) : off;
+}
+
+/* The coordinates behind index expression `index` of virtual buffer buf:
+ * recorded by kiln_kx_index, or recovered from a flat row-major index that a
+ * rule computed by hand (div and mod by the strides). */
+static const struct vidx *find_vidx(kiln_kb *kb, int32_t buf, int32_t index, struct vidx *tmp)
+{
+    int32_t node = buf - KILN_KB_VBUF;
+    for (int32_t i = kb->nvidx - 1; i >= 0; i--)
+        if (kb->vidx[i].expr == index && kb->vidx[i].node == node) return &kb->vidx[i];
+    const kiln_node *n = &kb->g->nodes[node];
+    memset(tmp, 0, sizeof *tmp);
+    tmp->node = node;
+    int64_t stride = 1;
+    for (int d = n->rank - 1; d >= 0; d--) {
+        int32_t q = stride == 1 ? index : kiln_kx_bin(kb, KX_DIV, index, kiln_kx_int(kb, stride));
+        tmp->coords[d] = d == 0 ? q : kiln_kx_bin(kb, KX_MOD, q, kiln_kx_int(kb, n->shape[d]));
+        stride *= n->shape[d];
+    }
+    return kb->st ? NULL : tmp;
 }
 
 int32_t kiln_kx_load_at(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx)
@@ -396,6 +569,50 @@ kiln_status kiln_lower_node(const kiln_graph *g, int32_t node, kiln_kernel **out
     return KILN_OK;
 }
 
+/* ---- in-place ---- */
+
+static bool expr_equal(const kiln_kernel *k, int32_t a, int32_t b, int depth)
+{
+    if (a == b) return true;
+    if (a < 0 || b < 0 || a >= k->nexprs || b >= k->nexprs || depth > 64) return false;
+    const kiln_kexpr *x = &k->exprs[a], *y = &k->exprs[b];
+    if (x->op != y->op || x->dtype != y->dtype) return false;
+    switch (x->op) {
+    case KX_CONST: return x->i == y->i && (x->f == y->f || (x->f != x->f && y->f != y->f));
+    case KX_VAR:
+    case KX_LOCAL: return x->a == y->a;
+    case KX_LOAD: return x->a == y->a && expr_equal(k, x->b, y->b, depth + 1);
+    case KX_SELECT:
+        return expr_equal(k, x->a, y->a, depth + 1) && expr_equal(k, x->b, y->b, depth + 1) &&
+               expr_equal(k, x->c, y->c, depth + 1);
+    default:
+        if (x->op >= KX_ADD && x->op <= KX_OR)
+            return expr_equal(k, x->a, y->a, depth + 1) && expr_equal(k, x->b, y->b, depth + 1);
+        return expr_equal(k, x->a, y->a, depth + 1);
+    }
+}
+
+bool kiln_kernel_inplace_ok(const kiln_kernel *k, int32_t src, int32_t dst)
+{
+    if (k->ngemms || src < 0 || dst < 0 || src >= k->nbufs || dst >= k->nbufs) return false;
+    int32_t index = -1;
+    for (int32_t s = 0; s < k->nstmts; s++) {
+        const kiln_kstmt *st = &k->stmts[s];
+        if (st->kind != KS_STORE) continue;
+        if (st->buf == src) return false;
+        if (st->buf != dst) continue;
+        if (index >= 0 && !expr_equal(k, index, st->index, 0)) return false;
+        index = st->index;
+    }
+    if (index < 0) return false;
+    for (int32_t e = 0; e < k->nexprs; e++) {
+        const kiln_kexpr *x = &k->exprs[e];
+        if (x->op == KX_LOAD && (x->a == src || x->a == dst) && !expr_equal(k, index, x->b, 0))
+            return false;
+    }
+    return true;
+}
+
 /* ---- printing ---- */
 
 static const char *const kx_names[KX_COUNT] = {
@@ -451,6 +668,12 @@ static void print_stmts(const kiln_kernel *k, int32_t s, int depth, FILE *f)
             fputs("] = ", f);
             print_expr(k, st->value, f);
             fputc('\n', f);
+        } else if (st->kind == KS_GEMM) {
+            const kiln_kgemm *g = &k->gemms[st->index];
+            fprintf(f, "gemm b%d[%lld,%lld] = b%d%s @ b%d%s (K %lld); epilogue over i%d, i%d\n",
+                    g->c, (long long)g->M, (long long)g->N, g->a, g->ta ? "^T" : "", g->b,
+                    g->tb ? "^T" : "", (long long)g->K, g->var_i, g->var_j);
+            print_stmts(k, st->body, depth + 1, f);
         } else if (st->kind == KS_CHECK) {
             fputs("check ", f);
             print_expr(k, st->value, f);

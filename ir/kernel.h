@@ -68,6 +68,7 @@ typedef enum kiln_ks_kind {
     KS_STORE, /* buf[index] = value */
     KS_SET,   /* local = value */
     KS_CHECK, /* if (!value) the kernel fails with error code `index` (> 0) */
+    KS_GEMM,  /* kernel->gemms[index]; body: its epilogue (see kiln_kgemm) */
 } kiln_ks_kind;
 
 typedef struct kiln_kstmt {
@@ -83,6 +84,20 @@ typedef struct kiln_kstmt {
     int32_t body;     /* KS_LOOP: first statement of the body, -1 if empty */
     int32_t next;     /* next statement in the same list, -1 at the end */
 } kiln_kstmt;
+
+/* A GEMM statement: C = op(A) @ op(B) over f32 row-major matrices (see
+ * codegen/gemm.h for op and the strides), C[i*ldc + j] holding each sum.
+ * Its epilogue (the statement's body, may be empty) runs once for every
+ * element (i, j) after C[i*ldc + j] is final, with loop variables var_i and
+ * var_j bound to i and j: it may rewrite C there and store other buffers at
+ * that element (a fused tail: bias, activation, optimizer update). */
+typedef struct kiln_kgemm {
+    int32_t a, b, c; /* buffers */
+    int64_t M, N, K;
+    int32_t ta, tb;
+    int64_t lda, ldb, ldc;
+    int32_t var_i, var_j;
+} kiln_kgemm;
 
 typedef struct kiln_kbuf {
     int32_t node; /* the graph node whose value this is; -1 for scratch */
@@ -106,6 +121,8 @@ typedef struct kiln_kernel {
     int32_t nvars;
     uint8_t *local_dtype; /* per local */
     int32_t nlocals;
+    kiln_kgemm *gemms; /* KS_GEMM statements' descriptions */
+    int32_t ngemms;
     const char *check_msg[4]; /* messages of KS_CHECK codes 1..4 */
     int32_t nchecks;
 } kiln_kernel;
@@ -133,6 +150,12 @@ int32_t kiln_kb_in(kiln_kb *kb, int k);
  * top-level statement that uses it (each thread running an outlined loop
  * has its own); only one top-level statement may use it. */
 int32_t kiln_kb_scratch(kiln_kb *kb, kiln_dtype t, int64_t n);
+
+/* Opens a GEMM statement (a, b, c, sizes, transposes and strides from g;
+ * its var_i/var_j are allocated here and written back) whose epilogue
+ * statements go into its body until the matching kiln_kb_end. Returns the
+ * statement id. */
+int32_t kiln_kb_gemm(kiln_kb *kb, kiln_kgemm *g);
 
 /* Opens a loop over [0, extent) and returns its variable; statements go into
  * its body until the matching kiln_kb_end. */
@@ -172,6 +195,36 @@ int32_t kiln_kx_index(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx);
 /* Loads buffer `buf` broadcast to the output index idx[rank]. */
 int32_t kiln_kx_load_at(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx);
 
+/* ---- fused lowering (codegen/lower_group.c) ----
+ * Hooks that make some nodes virtual: a buffer of a virtual node is not
+ * memory. kiln_kb_buf returns a handle for it (>= KILN_KB_VBUF) that rules
+ * use as any buffer; kiln_kx_index on it records the element's coordinates,
+ * kiln_kx_load calls value_at (the node computed there: an inlined value or
+ * a member of the group), kiln_kb_store calls store_at (a group's anchor
+ * whose store applies the tail). */
+#define KILN_KB_VBUF (1 << 28)
+typedef struct kiln_kb_hooks {
+    void *ctx;
+    bool (*is_virtual)(void *ctx, int32_t node);
+    int32_t (*value_at)(kiln_kb *kb, void *ctx, int32_t node, const int32_t *coords);
+    void (*store_at)(kiln_kb *kb, void *ctx, int32_t node, const int32_t *coords, int32_t value);
+} kiln_kb_hooks;
+
+/* A kernel builder over graph g for kernel `name`, with hooks (NULL: none);
+ * kiln_kb_finish checks it and hands the kernel over (NULL on failure, with
+ * the builder's message in err). `node` is what kiln_kb_node and the
+ * kiln_kb_out/in helpers refer to; kiln_kb_set_node changes it. */
+kiln_kb *kiln_kb_new(const kiln_graph *g, int32_t node, const char *name,
+                     const kiln_kb_hooks *hooks);
+void kiln_kb_set_node(kiln_kb *kb, int32_t node);
+kiln_status kiln_kb_finish(kiln_kb *kb, kiln_kernel **out, char *err, size_t errlen);
+/* Records a failure (the first one wins); returns st. */
+kiln_status kiln_kb_fail(kiln_kb *kb, kiln_status st, const char *msg);
+/* Clears the vector hint of every open loop (a loop nested inside one makes
+ * its iterations unfit for SIMD lanes). */
+void kiln_kb_unvector(kiln_kb *kb);
+int kiln_kb_depth(const kiln_kb *kb);
+
 /* Lowers node `node` of g into a new kernel through the op's `lower` rule.
  * *out is NULL (and the status OK) for leaves, which need no kernel. */
 kiln_status kiln_lower_node(const kiln_graph *g, int32_t node, kiln_kernel **out, char *err,
@@ -184,6 +237,13 @@ kiln_status kiln_lower_pointwise(kiln_kb *kb, const kiln_graph *g, int32_t node)
 kiln_status kiln_lower_none(kiln_kb *kb, const kiln_graph *g, int32_t node);
 /* The scalar rule of ops that are not pointwise (an error if called). */
 int32_t kiln_noscalar(kiln_kb *kb, const kiln_node *n, const int32_t *in);
+
+/* Whether buffer dst may take src's storage (in-place): k has no GEMM, and
+ * every load of src or dst and every store to dst index the same element
+ * (structurally equal index expressions), so each iteration reads src[i]
+ * and writes dst[i] at one element only (stores come after the loads of an
+ * iteration: lowering computes values into locals first). */
+bool kiln_kernel_inplace_ok(const kiln_kernel *k, int32_t src, int32_t dst);
 
 /* A readable dump of a kernel, for tests and KILN_DEBUG. */
 void kiln_kernel_print(const kiln_kernel *k, FILE *f);

@@ -98,6 +98,9 @@ static int64_t place(const mbuf *bufs, int32_t n, int64_t align, int64_t *off, s
     return total;
 }
 
+static kiln_status best_of(mbuf *bufs, int32_t nb, int64_t align, int64_t *off, int64_t *best,
+                           span *spans, int64_t *offset_out, int64_t *total_out);
+
 kiln_status kiln_plan_memory(const kiln_graph *g, const int32_t *order, int32_t norder,
                              const bool *planned, const int64_t *bytes, int64_t align,
                              int64_t *offset_out, int64_t *total_out)
@@ -160,6 +163,54 @@ kiln_status kiln_plan_memory(const kiln_graph *g, const int32_t *order, int32_t 
                           .size = round_up(bytes[i], align)};
         nb++;
     }
+    st = best_of(bufs, nb, align, off, best, spans, offset_out, total_out);
+done:
+    free(step);
+    free(last);
+    free(bufs);
+    free(off);
+    free(best);
+    free(spans);
+    return st;
+}
+
+kiln_status kiln_plan_memory_spans(int32_t n, const int32_t *start, const int32_t *end,
+                                   const int64_t *bytes, int64_t align, int64_t *offset_out,
+                                   int64_t *total_out)
+{
+    if (n < 0 || (n && (!start || !end || !bytes || !offset_out)) || !total_out || align <= 0 ||
+        (align & (align - 1)))
+        return KILN_ERR_INVALID;
+    *total_out = 0;
+    if (n == 0) return KILN_OK;
+    mbuf *bufs = malloc((size_t)n * sizeof *bufs);
+    int64_t *off = malloc((size_t)n * sizeof *off);
+    int64_t *best = malloc((size_t)n * sizeof *best);
+    span *spans = malloc((size_t)n * sizeof *spans);
+    kiln_status st = KILN_ERR_NOMEM;
+    if (bufs && off && best && spans) {
+        int32_t nb = 0;
+        st = KILN_OK;
+        for (int32_t i = 0; i < n; i++) {
+            offset_out[i] = 0;
+            if (bytes[i] < 0 || start[i] < 0) continue;
+            if (end[i] < start[i]) st = KILN_ERR_INVALID;
+            bufs[nb++] = (mbuf){.node = i, .start = start[i], .end = end[i],
+                                .size = round_up(bytes[i], align)};
+        }
+        if (!st) st = best_of(bufs, nb, align, off, best, spans, offset_out, total_out);
+    }
+    free(bufs);
+    free(off);
+    free(best);
+    free(spans);
+    return st;
+}
+
+/* Tries every ordering and keeps the smallest arena (node-indexed out). */
+static kiln_status best_of(mbuf *bufs, int32_t nb, int64_t align, int64_t *off, int64_t *best,
+                           span *spans, int64_t *offset_out, int64_t *total_out)
+{
     int64_t best_total = -1;
     for (int key = 0; key < 4; key++) {
         set_keys(bufs, nb, key);
@@ -172,12 +223,5 @@ kiln_status kiln_plan_memory(const kiln_graph *g, const int32_t *order, int32_t 
     }
     for (int32_t k = 0; k < nb; k++) offset_out[bufs[k].node] = best[bufs[k].node];
     *total_out = best_total < 0 ? 0 : best_total;
-done:
-    free(step);
-    free(last);
-    free(bufs);
-    free(off);
-    free(best);
-    free(spans);
-    return st;
+    return KILN_OK;
 }

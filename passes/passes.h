@@ -64,6 +64,13 @@ kiln_status kiln_plan_memory(const kiln_graph *g, const int32_t *order, int32_t 
                              const bool *planned, const int64_t *bytes, int64_t align,
                              int64_t *offset_out, int64_t *total_out);
 
+/* The same over explicit lifetimes: buffer i (of n) lives over kernel steps
+ * [start[i], end[i]] and needs bytes[i]; buffers with start < 0 or bytes < 0
+ * are not placed (offset 0). Used when kernels run fused groups. */
+kiln_status kiln_plan_memory_spans(int32_t n, const int32_t *start, const int32_t *end,
+                                   const int64_t *bytes, int64_t align, int64_t *offset_out,
+                                   int64_t *total_out);
+
 /* passes/pipeline.c: the verifier after a pass, in debug builds. */
 kiln_status kiln_verify_after(kiln_graph *g, const char *pass);
 

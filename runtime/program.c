@@ -29,6 +29,7 @@
  * (KILN_SPACE_NONE: the emitter inlines them).
  */
 #include "codegen/codegen.h"
+#include "codegen/lower_group.h"
 #include "ir/ops.h"
 #include "passes/passes.h"
 #include "runtime/rng.h"
@@ -77,6 +78,7 @@ typedef struct ptensor {
 typedef struct built {
     kiln_graph *graphs[MAX_ENTRIES]; /* per plan entry */
     int32_t *tensor_of[MAX_ENTRIES]; /* per plan entry, per node: tensor index or -1 */
+    kiln_fuse_plan *fusion[MAX_ENTRIES]; /* per plan entry when kernels are built */
     kiln_plan plan;
     ptensor *t;
     int nt, cap;
@@ -259,6 +261,7 @@ static void built_free(built *b)
         free(pe->place);
     }
     free(b->plan.entries);
+    for (int e = 0; e < MAX_ENTRIES; e++) kiln_fuse_plan_free(b->fusion[e]);
     for (int e = 0; e < MAX_ENTRIES; e++) {
         kiln_graph_free(b->graphs[e]);
         free(b->tensor_of[e]);
@@ -458,20 +461,144 @@ static kiln_status place_entry(built *b, int e)
     return st;
 }
 
+/* The entry's kernels: its fusion plan's groups lowered (passes/fuse.h). */
 static kiln_status lower_entry(built *b, int e)
 {
     kiln_plan_entry *pe = &b->plan.entries[e];
     const kiln_graph *g = b->graphs[e];
-    if (!(pe->kernels = calloc((size_t)(g->nnodes ? g->nnodes : 1), sizeof *pe->kernels)))
+    kiln_status st = kiln_fuse(g, NULL, &b->fusion[e]);
+    if (st) return berr(b, st, "%s: fusion: %s", pe->name, kiln_status_str(st));
+    const kiln_fuse_plan *f = b->fusion[e];
+    if (!(pe->kernels = calloc((size_t)(f->nkernels ? f->nkernels : 1), sizeof *pe->kernels)))
         return berr(b, KILN_ERR_NOMEM, "out of memory");
-    for (int32_t i = 0; i < g->nnodes; i++) {
+    for (int32_t i = 0; i < f->nkernels; i++) {
         kiln_kernel *k = NULL;
         char msg[1024] = "";
-        kiln_status st = kiln_lower_node(g, i, &k, msg, sizeof msg);
+        st = kiln_lower_fused(g, f, i, &k, msg, sizeof msg);
         if (st) return berr(b, st, "%s: %s", pe->name, msg[0] ? msg : kiln_status_str(st));
-        if (k) pe->kernels[pe->nkernels++] = k;
+        pe->kernels[pe->nkernels++] = k;
     }
     return KILN_OK;
+}
+
+/* Places of an entry whose kernels run fused groups: stored group members
+ * that are not named tensors are the intermediates, planned over the
+ * kernels' order (a value lives from the first kernel that writes it to the
+ * last that reads it); aliases take their source's place; values computed
+ * inside other kernels have none. */
+static kiln_status place_fused(built *b, int e)
+{
+    kiln_plan_entry *pe = &b->plan.entries[e];
+    const kiln_graph *g = b->graphs[e];
+    const kiln_fuse_plan *f = b->fusion[e];
+    size_t n = (size_t)(g->nnodes ? g->nnodes : 1);
+    int32_t *start = malloc(n * sizeof *start), *end = malloc(n * sizeof *end);
+    int64_t *bytes = malloc(n * sizeof *bytes), *off = malloc(n * sizeof *off);
+    int32_t *share = malloc(n * sizeof *share);
+    kiln_status st = KILN_OK;
+    if (!start || !end || !bytes || !off || !share) {
+        st = berr(b, KILN_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    int64_t sum = 0;
+    for (int32_t i = 0; i < g->nnodes; i++) {
+        const kiln_node *nd = &g->nodes[i];
+        kiln_place *pl = &pe->place[i];
+        int k = b->tensor_of[e][i];
+        start[i] = end[i] = -1;
+        bytes[i] = -1;
+        *pl = (kiln_place){KILN_SPACE_NONE, 0};
+        if (nd->op == KILN_OP_CONST) continue;
+        if (nd->op == KILN_OP_ASSIGN) {
+            *pl = pe->place[nd->inputs[0]];
+            if (pl->space != KILN_SPACE_P && pl->space != KILN_SPACE_S) {
+                char d[160];
+                st = berr(b, KILN_ERR_INTERNAL, "%s: %s does not write a parameter or state",
+                          pe->name, kiln_node_desc(g, i, d, sizeof d));
+                goto done;
+            }
+        } else if (k >= 0) {
+            pl->space = b->t[k].space;
+            pl->offset = b->t[k].offset;
+        } else if (f->fate[i] == KILN_FATE_GROUP && f->stored[i]) {
+            pl->space = KILN_SPACE_A;
+            bytes[i] = kiln_node_numel(nd) * (int64_t)kiln_dtype_size((kiln_dtype)nd->dtype);
+            sum += align_up(bytes[i]);
+        }
+    }
+    /* lifetimes over the kernels (an alias's use is its source's) */
+    for (int32_t ki = 0; ki < pe->nkernels; ki++) {
+        const kiln_kernel *k = pe->kernels[ki];
+        for (int32_t j = 0; j < k->nbufs; j++) {
+            int32_t x = k->bufs[j].node;
+            if (x < 0) continue;
+            if (f->fate[x] == KILN_FATE_ALIAS) x = f->alias_of[x];
+            if (bytes[x] < 0) continue;
+            if (start[x] < 0) {
+                if (!k->bufs[j].written) {
+                    char d[160];
+                    st = berr(b, KILN_ERR_INTERNAL, "%s: kernel %s reads %s before any kernel "
+                              "writes it", pe->name, k->name, kiln_node_desc(g, x, d, sizeof d));
+                    goto done;
+                }
+                start[x] = ki;
+            }
+            end[x] = ki;
+        }
+    }
+    for (int32_t i = 0; i < g->nnodes; i++)
+        if (bytes[i] >= 0 && start[i] < 0) bytes[i] = -1; /* never used: no storage */
+    /* in-place: a value first written by an elementwise kernel in which an
+     * input of the same size dies, at the same elements, takes its storage */
+    for (int32_t i = 0; i < g->nnodes; i++) share[i] = -1;
+    for (int32_t ki = 0; ki < pe->nkernels; ki++) {
+        const kiln_kernel *k = pe->kernels[ki];
+        for (int32_t jd = 0; jd < k->nbufs; jd++) {
+            int32_t x = k->bufs[jd].node;
+            if (x < 0 || !k->bufs[jd].written || f->fate[x] == KILN_FATE_ALIAS || bytes[x] < 0 ||
+                start[x] != ki || share[x] >= 0)
+                continue;
+            for (int32_t js = 0; js < k->nbufs; js++) {
+                int32_t y = k->bufs[js].node;
+                if (y < 0 || js == jd || k->bufs[js].written) continue;
+                if (f->fate[y] == KILN_FATE_ALIAS) y = f->alias_of[y];
+                while (share[y] >= 0) y = share[y];
+                if (bytes[y] != bytes[x] || end[y] != ki || start[y] >= ki ||
+                    !kiln_kernel_inplace_ok(k, js, jd))
+                    continue;
+                share[x] = y; /* x lives on in y's bytes */
+                end[y] = end[x];
+                bytes[x] = -1;
+                break;
+            }
+        }
+    }
+    int64_t total = 0;
+    st = kiln_plan_memory_spans(g->nnodes, start, end, bytes, KILN_ALIGN, off, &total);
+    if (st) {
+        st = berr(b, st, "%s: planning the intermediates' memory: %s", pe->name,
+                  kiln_status_str(st));
+        goto done;
+    }
+    int64_t base = (int64_t)b->iface_bytes;
+    for (int32_t i = 0; i < g->nnodes; i++)
+        if (bytes[i] >= 0) pe->place[i].offset = base + off[i];
+    for (int32_t i = 0; i < g->nnodes; i++) {
+        int32_t r = i;
+        while (share[r] >= 0) r = share[r];
+        if (r != i) pe->place[i] = pe->place[r];
+    }
+    for (int32_t i = 0; i < g->nnodes; i++)
+        if (f->fate[i] == KILN_FATE_ALIAS) pe->place[i] = pe->place[f->alias_of[i]];
+    if ((size_t)(base + total) > b->plan.a_bytes) b->plan.a_bytes = (size_t)(base + total);
+    if ((size_t)sum > b->inter_sum) b->inter_sum = (size_t)sum;
+done:
+    free(start);
+    free(end);
+    free(bytes);
+    free(off);
+    free(share);
+    return st;
 }
 
 static bool has_role(const kiln_graph *g, kiln_role r) { return kiln_graph_find_role(g, r) >= 0; }
@@ -555,8 +682,11 @@ static kiln_status build(const kiln_graph *forward, const kiln_compile_options *
     if ((st = collect_tensors(b))) return st;
     layout_tensors(b);
     for (int e = 0; e < b->plan.nentries; e++) {
-        if ((st = place_entry(b, e))) return st;
-        if (kernels && (st = lower_entry(b, e))) return st;
+        if (kernels) {
+            if ((st = lower_entry(b, e)) || (st = place_fused(b, e))) return st;
+        } else if ((st = place_entry(b, e))) {
+            return st;
+        }
     }
     return KILN_OK;
 }
@@ -765,7 +895,9 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
         if (p->b.t[i].role == KILN_ROLE_PARAM) s->num_params += p->b.t[i].numel;
     if (p->b.ntrain >= 0) s->train_flops = flops_of(p->b.graphs[p->b.ntrain]);
     int ke = p->b.ntrain >= 0 ? p->b.ntrain : 0;
-    s->num_kernels = p->b.plan.nentries ? kernels_of(p->b.graphs[ke]) : 0;
+    s->num_kernels = !p->b.plan.nentries ? 0
+                   : p->b.fusion[ke] ? p->b.plan.entries[ke].nkernels
+                                     : kernels_of(p->b.graphs[ke]);
     if (opt->backend != KILN_BACKEND_C) s->threads = 1;
     s->compile_seconds = now_seconds() - t0;
     if (opt->verbose)
@@ -1026,4 +1158,40 @@ char *kiln_emit_c(const kiln_graph *forward, const kiln_compile_options *opt, ch
     built_free(b);
     free(b);
     return src;
+}
+
+kiln_status kiln_plan_stats(const kiln_graph *forward, const kiln_compile_options *opt,
+                            kiln_program_stats *s, char **err)
+{
+    if (err) *err = NULL;
+    if (!forward || !s) {
+        set_err(err, "kiln_plan_stats: NULL argument");
+        return KILN_ERR_INVALID;
+    }
+    memset(s, 0, sizeof *s);
+    kiln_compile_options defaults = kiln_compile_defaults();
+    if (!opt) opt = &defaults;
+    built *b = malloc(sizeof *b);
+    if (!b) {
+        set_err(err, "kiln_plan_stats: out of memory");
+        return KILN_ERR_NOMEM;
+    }
+    kiln_status st = build(forward, opt, true, b);
+    if (st) {
+        set_err(err, "kiln_plan_stats: %s", b->err[0] ? b->err : kiln_status_str(st));
+    } else {
+        s->param_bytes = b->plan.p_bytes;
+        s->state_bytes = b->plan.s_bytes;
+        s->arena_bytes = b->plan.a_bytes;
+        s->interface_bytes = b->iface_bytes;
+        s->intermediates_bytes = b->inter_sum;
+        for (int i = 0; i < b->nt; i++)
+            if (b->t[i].role == KILN_ROLE_PARAM) s->num_params += b->t[i].numel;
+        int ke = b->ntrain >= 0 ? b->ntrain : 0;
+        if (b->ntrain >= 0) s->train_flops = flops_of(b->graphs[b->ntrain]);
+        s->num_kernels = b->plan.nentries ? b->plan.entries[ke].nkernels : 0;
+    }
+    built_free(b);
+    free(b);
+    return st;
 }

@@ -585,7 +585,7 @@ Test(program_c, emit_and_cache)
     kiln_program_stats_get(q, &s2);
     cr_expect_eq(s1.cached, 0, "the first compile hit an empty cache");
     cr_expect_eq(s2.cached, 1, "the second compile missed the cache");
-    cr_expect_gt(s1.num_kernels, 10);
+    cr_expect_gt(s1.num_kernels, 0);
     cr_expect_eq(s1.num_kernels, s2.num_kernels);
     kiln_program_free(p);
     kiln_program_free(q);

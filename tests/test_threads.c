@@ -311,12 +311,13 @@ Test(threads_program, outlined_loops_in_source)
     char *src = kiln_emit_c(g, &opt, &err);
     cr_assert_not_null(src, "%s", err ? err : "");
     cr_expect_not_null(strstr(src, "typedef struct kiln_rt {"));
-    /* the first layer's matmul f32[64,784] x f32[512,784]^T and its bias add */
-    cr_expect_not_null(strstr(src, "static void k4_matmul_p0(void *ctx, int64_t lo, int64_t hi)"),
-                       "no outlined loop for the first matmul");
-    cr_expect_not_null(strstr(src, "rt->parallel_for(rt->pool, 64, k4_matmul_p0, &c0);"));
-    cr_expect_not_null(strstr(src, "static void k6_add_p0(void *ctx, int64_t lo, int64_t hi)"),
-                       "no outlined loop for the bias add");
+    /* the first layer's matmul f32[64,784] x f32[512,784]^T with its bias and
+     * relu as the GEMM's tail: the GEMM splits its blocks across the pool */
+    cr_expect_not_null(strstr(src, "static inline void k4_matmul_g0_tail(void *ctx, int64_t i, "
+                                   "int64_t j0, int64_t j1)"),
+                       "no fused tail for the first matmul");
+    cr_expect_not_null(strstr(src, "k4_matmul_g0(b0, b1, b2, rt, &g0);"), "%s", src);
+    cr_expect_not_null(strstr(src, "rt->parallel_for(rt->pool, "), "nothing runs on the pool");
     cr_expect_null(strstr(src, "cross_entropy_p"), "cross_entropy must stay serial");
     /* a small kernel (argmax over f32[64,10]) stays serial too */
     cr_expect_null(strstr(src, "k18_argmax_p"), "a small kernel was outlined");

@@ -110,14 +110,22 @@ int cmd_info(const cli *c)
     kiln_program *p = NULL;
     char *err = NULL;
     kiln_status st = kiln_compile(fwd, &co, &p, &err);
-    kiln_graph_free(fwd);
     if (st) {
         fprintf(stderr, "kiln info: %s\n", err ? err : kiln_status_str(st));
         free(err);
+        kiln_graph_free(fwd);
         return EXIT_USAGE;
     }
+    /* the sizes are those of the C backend's plan (fused kernels) */
     kiln_program_stats s;
-    kiln_program_stats_get(p, &s);
+    st = kiln_plan_stats(fwd, &co, &s, &err);
+    if (st) {
+        fprintf(stderr, "kiln info: %s\n", err ? err : kiln_status_str(st));
+        free(err);
+        kiln_program_free(p);
+        kiln_graph_free(fwd);
+        return EXIT_RUN;
+    }
     printf("%s at batch %lld\n", c->model, (long long)c->batch);
     printf("  %-22s %10lld\n", "trainable parameters", (long long)s.num_params);
     printf("  %-22s %10.3f GFLOP\n", "flops per train step", s.train_flops / 1e9);
@@ -145,5 +153,6 @@ int cmd_info(const cli *c)
                shape);
     }
     kiln_program_free(p);
+    kiln_graph_free(fwd);
     return 0;
 }

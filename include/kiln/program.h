@@ -103,6 +103,12 @@ typedef struct kiln_program_stats {
 
 kiln_status kiln_program_stats_get(const kiln_program *p, kiln_program_stats *s);
 
+/* The sizes, flops and kernel count of the C backend's plan for a graph,
+ * without compiling it (what `kiln info` prints); compile_seconds, cached
+ * and threads are 0. */
+kiln_status kiln_plan_stats(const kiln_graph *forward, const kiln_compile_options *opt,
+                            kiln_program_stats *s, char **err);
+
 /* The generated C translation unit of a graph (what --emit c prints);
  * a malloc'd string the caller frees, NULL on failure with *err set. */
 char *kiln_emit_c(const kiln_graph *forward, const kiln_compile_options *opt, char **err);
