@@ -32,5 +32,7 @@ bool cli_compile_options(const cli *c, kiln_compile_options *o);
 int cmd_compile(const cli *c, bool check_only);
 int cmd_train(const cli *c, bool lr_find);
 int cmd_info(const cli *c);
+/* `kiln bench ...` (tools/bench.c): parses its own arguments, argv[2] on. */
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@
  *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
  *   kiln info MODEL     [--bs N] [--threads N]
  *   kiln check MODEL    [--bs N]
+ *   kiln bench peak|stream|gemm|eltwise|step MODEL [options]   (tools/bench.c)
  *
  * Every failure prints one message naming the place and the fix; kiln never
  * crashes on bad input. Exit status: 0 success, 1 failed run, 2 bad usage or
@@ -29,6 +30,7 @@ static const char usage_text[] =
     "  compile   print the program's graph IR (--emit ir) or generated C (--emit c)\n"
     "  info      parameters, flops per step, memory sizes\n"
     "  check     parse and build the model, report errors\n"
+    "  bench     benchmarks: peak, stream, gemm, eltwise, step MODEL (kiln bench --help)\n"
     "\n"
     "options:\n"
     "  --data DIR          folder with the idx files (default: Debian's dataset-fashion-mnist)\n"
@@ -195,6 +197,7 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv); /* its own options */
     cli c;
     memset(&c, 0, sizeof c);
     c.cmd = argv[1];
