@@ -725,7 +725,22 @@ typedef struct family_def {
     uint64_t seed;
 } family_def;
 
+/* f32 matmuls whose M, N and K straddle the packed GEMM's register tiles
+ * (MR 6..14 rows, NR 32..64 columns), vector widths and cache blocks (KC
+ * in the hundreds), in all transpose combinations. */
+static void gen_gemm_tiles(family *f)
+{
+    static const int64_t mnk[][3] = {{13, 31, 47},  {14, 32, 48},  {15, 33, 49},
+                                     {63, 64, 65},  {65, 63, 64},  {97, 95, 385},
+                                     {1, 65, 383},  {29, 129, 257}, {130, 17, 1}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t i = 0; i < sizeof mnk / sizeof mnk[0]; i++)
+                add_mm(f, KILN_F32, mnk[i][0], mnk[i][1], mnk[i][2], ta, tb, -1, 1);
+}
+
 static const family_def FAMILIES[] = {
+    {"gemm_tiles", gen_gemm_tiles, 0x3C6EF372FE94F82Bull},
     {"unary", gen_unary, 0x9E3779B97F4A7C15ull},
     {"binary", gen_binary, 0x94D049BB133111EBull},
     {"reduce", gen_reduce, 0xD1B54A32D192ED03ull},
@@ -826,10 +841,15 @@ static void stat_print(const char *what, const errstat *s)
 
 /* ---- running a family ---- */
 
+/* Threads the generated kernels run on (0: one per core); tests run
+ * families with 1 and with 2. */
+static int g_threads;
+
 static kiln_program *compile_c(const kiln_graph *g, const kiln_train_options *train)
 {
     kiln_compile_options opt = kiln_compile_defaults();
     opt.backend = KILN_BACKEND_C;
+    opt.threads = g_threads;
     opt.cache_dir = cache_dir;
     if (train) opt.train = *train;
     kiln_program *p = NULL;
@@ -999,6 +1019,13 @@ Test(codegen_ops, reduce) { run_named("reduce"); }
 Test(codegen_ops, matmul) { run_named("matmul"); }
 Test(codegen_ops, shape) { run_named("shape"); }
 Test(codegen_ops, loss) { run_named("loss"); }
+/* the same with every kernel on one thread, and on two */
+Test(codegen_ops, gemm_tiles_1_thread) { g_threads = 1; run_named("gemm_tiles"); }
+Test(codegen_ops, gemm_tiles_2_threads) { g_threads = 2; run_named("gemm_tiles"); }
+Test(codegen_ops, unary_1_thread) { g_threads = 1; run_named("unary"); }
+Test(codegen_ops, binary_1_thread) { g_threads = 1; run_named("binary"); }
+Test(codegen_ops, reduce_1_thread) { g_threads = 1; run_named("reduce"); }
+Test(codegen_ops, matmul_1_thread) { g_threads = 1; run_named("matmul"); }
 
 Test(codegen_ops, opcase_tables)
 {
