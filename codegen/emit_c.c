@@ -24,6 +24,10 @@
  *     `const kiln_rt *rt` last and calls rt->parallel_for(rt->pool, extent,
  *     kN_op_pM, &ctx) where the loop was. Other loops are written as they
  *     are (a parallel hint alone changes nothing in the text);
+ *   - a loop with the vector hint that codegen/emit_vec.c can prove
+ *     equivalent becomes explicit vector code for the plan's target (a main
+ *     loop over whole vectors, then the scalar loop over the rest; the same
+ *     bits), with that file's prelude once in the unit;
  *   - kernels that are the same in two entries (same name, same code) are
  *     written once; a kernel whose name is taken by different code is
  *     renamed <entry>_<name>.
@@ -323,6 +327,11 @@ static void put_const(kctx *c, int t, double f, int64_t i)
 }
 
 static void put_expr(kctx *c, int32_t e, bool top);
+
+void kiln_ce_put_expr(kctx *c, int32_t e, bool top) /* (for emit_vec.c) */
+{
+    put_expr(c, e, top);
+}
 
 /* An integer const's value: truncated; non-finite gives 0 (as the reference
  * rounds it), out of range saturates. */
@@ -713,19 +722,26 @@ static void put_simd_pragma(kctx *c, const kiln_kstmt *loop, int depth)
  * (an outlined loop's chunk). */
 void kiln_ce_put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *lo_hi)
 {
+    kiln_ce_put_loop_range(c, st, depth, lo_hi ? "lo" : NULL, lo_hi ? "hi" : NULL, lo_hi, true);
+}
+
+/* (also the scalar remainder of a vector loop: emit_vec.c) */
+void kiln_ce_put_loop_range(kctx *c, const kiln_kstmt *st, int depth, const char *from,
+                            const char *to, const char *note, bool hints)
+{
     kiln_sbuf *b = c->b;
-    if (st->vector) put_simd_pragma(c, st, depth);
+    bool vec = hints && st->vector, unroll = hints && st->unroll;
+    if (vec) put_simd_pragma(c, st, depth);
     kiln_ce_indent(b, depth);
-    if (lo_hi)
-        kiln_sb_printf(b, "for (int64_t i%d = lo; i%d < hi; i%d++) {", st->var, st->var, st->var);
-    else
-        kiln_sb_printf(b, "for (int64_t i%d = 0; i%d < %lld; i%d++) {", st->var, st->var,
-                  (long long)st->extent, st->var);
-    if (lo_hi || st->vector || st->unroll) {
+    kiln_sb_printf(b, "for (int64_t i%d = %s; i%d < ", st->var, from ? from : "0", st->var);
+    if (to) kiln_sb_puts(b, to);
+    else kiln_sb_printf(b, "%lld", (long long)st->extent);
+    kiln_sb_printf(b, "; i%d++) {", st->var);
+    if (note || vec || unroll) {
         kiln_sb_puts(b, " /*");
-        if (lo_hi) kiln_sb_printf(b, " %s", lo_hi);
-        if (st->vector) kiln_sb_printf(b, " vector %d", st->vector);
-        if (st->unroll) kiln_sb_printf(b, " unroll %d", st->unroll);
+        if (note) kiln_sb_printf(b, " %s", note);
+        if (vec) kiln_sb_printf(b, " vector %d", st->vector);
+        if (unroll) kiln_sb_printf(b, " unroll %d", st->unroll);
         kiln_sb_puts(b, " */");
     }
     kiln_sb_puts(b, "\n");
@@ -783,6 +799,7 @@ void kiln_ce_put_stmts(kctx *c, int32_t s, int depth, int guard)
                 kiln_ce_put_outlined(c, s, depth, guard);
                 break;
             }
+            if (st->vector && kiln_ce_put_vector_loop(c, s, depth, NULL)) break; /* emit_vec.c */
             kiln_ce_put_loop_head(c, st, depth, NULL);
             kiln_ce_put_stmts(c, st->body, depth + 1, guard);
             kiln_ce_indent(b, depth);
@@ -880,7 +897,8 @@ static void classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinf
  * the functions of its outlined loops into pre. Both name the kernel \x01.
  * *uses_rt: the kernel takes the runtime struct (it outlines a loop). */
 static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kiln_sbuf *b, kiln_sbuf *pre,
-                             bool *helpers, bool *uses_rt, const kiln_cg_target *target)
+                             bool *helpers, bool *uses_rt, const kiln_cg_target *target,
+                             bool *vec_used)
 {
     bufinfo *bi = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *bi);
     size_t ne = (size_t)(k->nexprs ? k->nexprs : 1);
@@ -889,6 +907,7 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kil
     int32_t *sowner = calloc((size_t)(k->nbufs ? k->nbufs : 1), sizeof *sowner);
     kctx c = {.k = k,
               .target = target,
+              .vec_used = vec_used,
               .g = e->g,
               .b = b,
               .helpers = helpers,
@@ -1090,7 +1109,7 @@ char *kiln_emit_c_source(const kiln_plan *plan)
         kiln_target_host(&host);
         target = &host;
     }
-    bool any_gemm = false;
+    bool any_gemm = false, any_vec = false;
 
     /* kernels, once each */
     for (int ei = 0, slot = 0; ei < plan->nentries && !oom; ei++) {
@@ -1106,7 +1125,7 @@ char *kiln_emit_c_source(const kiln_plan *plan)
             pre.n = 0;
             if (pre.p) pre.p[0] = '\0';
             bool uses_rt = false;
-            emit_kernel_rest(k, e, &rest, &pre, helpers, &uses_rt, target);
+            emit_kernel_rest(k, e, &rest, &pre, helpers, &uses_rt, target, &any_vec);
             any_gemm |= k->ngemms > 0;
             if (rest.oom || pre.oom) {
                 oom = true;
@@ -1207,6 +1226,7 @@ char *kiln_emit_c_source(const kiln_plan *plan)
             kiln_emit_gemm_prelude(&out, target);
             kiln_sb_puts(&out, "\n");
         }
+        if (any_vec) kiln_ce_put_vec_prelude(&out, target); /* emit_vec.c */
         emit_helpers(&out, helpers);
         for (int f = 0; f < nfuncs; f++) {
             const kiln_kernel *k = funcs[f].k;

@@ -38,6 +38,7 @@ typedef struct kctx {
     kiln_sbuf *pre;                  /* where outlined loops' functions go */
     int npar;                   /* outlined loops and GEMMs so far (p0, g1, ...) */
     const kiln_cg_target *target; /* what GEMMs are generated for */
+    bool *vec_used; /* emit_vec.c: set when a vector loop is written (the unit needs its prelude) */
 } kctx;
 
 void kiln_ce_indent(kiln_sbuf *b, int depth);
@@ -47,6 +48,12 @@ const char *kiln_ce_ctype_val(int t); /* a dtype as computed */
 /* The operands of an expression and which only some paths evaluate. */
 int kiln_ce_operands(const kiln_kexpr *x, int32_t *ops, bool *cond);
 void kiln_ce_put_loop_head(kctx *c, const kiln_kstmt *st, int depth, const char *lo_hi);
+/* The same head over [from, to) (C expressions; NULL: 0 and the extent), note
+ * in its comment; hints: the simd pragma and the loop's hints as well. */
+void kiln_ce_put_loop_range(kctx *c, const kiln_kstmt *st, int depth, const char *from,
+                            const char *to, const char *note, bool hints);
+/* A scalar expression (top: without outer parentheses). */
+void kiln_ce_put_expr(kctx *c, int32_t e, bool top);
 void kiln_ce_put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes);
 void kiln_ce_put_scratch_decl(kctx *c, kiln_sbuf *b, int32_t i);
 void kiln_ce_put_stmts(kctx *c, int32_t s, int depth, int guard);
@@ -56,5 +63,15 @@ void kiln_ce_put_outlined(kctx *c, int32_t s, int depth, int guard);
 void kiln_ce_put_gemm(kctx *c, int32_t s, int depth);
 int kiln_ce_plan_outlining(const kiln_kernel *k, const bufinfo *bi, uint8_t *outline,
                            int32_t *owner, int32_t *sowner);
+
+/* emit_vec.c: explicit vector code for the target (see its header comment).
+ * Writes loop s (a KS_LOOP with the vector hint) as a main loop over whole
+ * vectors plus a scalar remainder and returns true, or writes nothing and
+ * returns false (the caller writes the scalar loop). lo_hi as for
+ * kiln_ce_put_loop_head. */
+bool kiln_ce_put_vector_loop(kctx *c, int32_t s, int depth, const char *lo_hi);
+/* The vector types and helpers those loops use, once per unit (nothing for
+ * a scalar target). */
+void kiln_ce_put_vec_prelude(kiln_sbuf *b, const kiln_cg_target *t);
 
 #endif

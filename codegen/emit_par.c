@@ -180,9 +180,12 @@ void kiln_ce_put_outlined(kctx *c, int32_t s, int depth, int guard)
         if (!kiln_ce_dtype_ok(t)) c->error = "a local of an unsupported dtype (f16/bf16)";
         kiln_sb_printf(pre, "    %s t%d = 0;\n", kiln_ce_ctype_val(t), l);
     }
-    kiln_ce_put_loop_head(c, st, 1, "parallel: a chunk");
-    kiln_ce_put_stmts(c, st->body, 2, guard);
-    kiln_sb_puts(pre, "    }\n}\n\n");
+    if (!(st->vector && kiln_ce_put_vector_loop(c, s, 1, "parallel: a chunk"))) { /* emit_vec.c */
+        kiln_ce_put_loop_head(c, st, 1, "parallel: a chunk");
+        kiln_ce_put_stmts(c, st->body, 2, guard);
+        kiln_sb_puts(pre, "    }\n");
+    }
+    kiln_sb_puts(pre, "}\n\n");
     /* the pool's entry: buffers from the context struct */
     kiln_sb_printf(pre, "typedef struct \x01_p%d_ctx {\n", m);
     for (int i = 0; i < nb; i++) {

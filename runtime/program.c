@@ -30,6 +30,7 @@
  */
 #include "codegen/codegen.h"
 #include "codegen/lower_group.h"
+#include "codegen/target.h"
 #include "ir/ops.h"
 #include "passes/passes.h"
 #include "runtime/rng.h"
@@ -80,6 +81,7 @@ typedef struct built {
     int32_t *tensor_of[MAX_ENTRIES]; /* per plan entry, per node: tensor index or -1 */
     kiln_fuse_plan *fusion[MAX_ENTRIES]; /* per plan entry when kernels are built */
     kiln_plan plan;
+    kiln_cg_target target; /* what plan.target points to when the options name a target */
     ptensor *t;
     int nt, cap;
     size_t iface_bytes;
@@ -652,6 +654,12 @@ static kiln_status build(const kiln_graph *forward, const kiln_compile_options *
     b->ntrain = -1;
     if (!(b->plan.entries = calloc(MAX_ENTRIES, sizeof *b->plan.entries)))
         return berr(b, KILN_ERR_NOMEM, "out of memory");
+    if (opt->target) { /* NULL: the emitter uses the host */
+        if (kiln_target_parse(opt->target, &b->target))
+            return berr(b, KILN_ERR_INVALID,
+                        "unknown target '%s' (native, avx512, avx2, neon, scalar)", opt->target);
+        b->plan.target = &b->target;
+    }
     kiln_graph *f = kiln_graph_clone(forward);
     if (!f) return berr(b, KILN_ERR_NOMEM, "out of memory");
     kiln_status st = kiln_graph_verify(f);

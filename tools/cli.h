@@ -13,6 +13,7 @@ enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
 typedef struct cli {
     const char *cmd, *model, *data, *save, *load, *history, *plot, *out;
     const char *program, *emit, *print_after, *opt, *backend, *schedule;
+    const char *target; /* --target NAME: the C backend's ISA (NULL: the host) */
     int64_t batch, epochs, limit;
     int64_t threads; /* --threads N; 0: one per core */
     double lr, wd;
@@ -26,7 +27,7 @@ typedef struct cli {
 bool cli_parse(int argc, char **argv, cli *c, const char *allowed);
 /* The model at batch b; prints the error and returns NULL on failure. */
 kiln_graph *cli_load_model(const cli *c, int64_t batch);
-/* Compile options from --backend/--opt/--nesterov/--verbose/--threads. */
+/* Compile options from --backend/--opt/--nesterov/--verbose/--threads/--target. */
 bool cli_compile_options(const cli *c, kiln_compile_options *o);
 
 int cmd_compile(const cli *c, bool check_only);

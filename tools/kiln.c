@@ -3,10 +3,11 @@
  *   kiln train MODEL    [--data DIR] [--epochs N] [--lr X] [--bs N] [--opt adamw|sgd]
  *                       [--wd X] [--seed N] [--backend c|ref] [--save FILE] [--load FILE]
  *                       [--history FILE] [--schedule one-cycle|const] [--limit N]
- *                       [--threads N]
+ *                       [--threads N] [--target NAME]
  *   kiln lr-find MODEL  [--plot FILE.svg] [same data and model options]
  *   kiln compile MODEL  [--bs N] [--emit ir|c] [--program forward|train|eval]
  *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
+ *                       [--target NAME]
  *   kiln info MODEL     [--bs N] [--threads N]
  *   kiln check MODEL    [--bs N]
  *   kiln bench peak|stream|gemm|eltwise|step MODEL [options]   (tools/bench.c)
@@ -43,6 +44,8 @@ static const char usage_text[] =
     "  --seed N            initialisation and shuffle seed (default 42)\n"
     "  --backend c|ref     generated C (default) or the reference interpreter\n"
     "  --threads N         threads the kernels run on (default: one per core)\n"
+    "  --target NAME       train, compile: the machine the C code is for: native (default:\n"
+    "                      this one), avx512, avx2, neon or scalar (GEMM kernels, vector loops)\n"
     "  --schedule S        one-cycle (default) or const\n"
     "  --save FILE         save weights and optimizer state (safetensors) after training\n"
     "  --load FILE         start from a checkpoint (resumes its step and epoch)\n"
@@ -78,7 +81,7 @@ static const opt_row opts[] = {
     {"--backend", O_STR, OFF(backend), 0},   {"--schedule", O_STR, OFF(schedule), 0},
     {"--bs", O_INT, OFF(batch), 0},          {"--batch", O_INT, OFF(batch), 0},
     {"--epochs", O_INT, OFF(epochs), 0},     {"--limit", O_INT, OFF(limit), 0},
-    {"--threads", O_INT, OFF(threads), 0},
+    {"--threads", O_INT, OFF(threads), 0},   {"--target", O_STR, OFF(target), 0},
     {"--seed", O_INT, OFF(seed), 0},         {"--lr", O_F64, OFF(lr), OFF(lr_set)},
     {"--wd", O_F64, OFF(wd), OFF(wd_set)},   {"--nesterov", O_FLAG, OFF(nesterov), 0},
     {"--verbose", O_FLAG, OFF(verbose), 0},  {"-v", O_FLAG, OFF(verbose), 0},
@@ -187,6 +190,18 @@ bool cli_compile_options(const cli *c, kiln_compile_options *o)
         return false;
     }
     o->threads = (int)c->threads;
+    if (c->target) {
+        static const char *const names[] = {"native", "avx512", "avx2", "neon", "scalar"};
+        bool known = false;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            known |= !strcmp(c->target, names[i]);
+        if (!known) {
+            fprintf(stderr, "kiln %s: unknown target '%s' (native, avx512, avx2, neon, scalar)\n",
+                    c->cmd, c->target);
+            return false;
+        }
+        o->target = c->target;
+    }
     return true;
 }
 
@@ -216,7 +231,8 @@ int main(int argc, char **argv)
     static const char data[] = "--data --seed --limit --wd --lr --epochs --load";
     char allowed[512];
     if (!strcmp(c.cmd, "train")) {
-        snprintf(allowed, sizeof allowed, "%s %s --save --history --schedule", common, data);
+        snprintf(allowed, sizeof allowed, "%s %s --save --history --schedule --target", common,
+                 data);
         return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, false) : EXIT_USAGE;
     }
     if (!strcmp(c.cmd, "lr-find")) {
@@ -224,7 +240,7 @@ int main(int argc, char **argv)
         return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, true) : EXIT_USAGE;
     }
     if (!strcmp(c.cmd, "compile") || !strcmp(c.cmd, "check")) {
-        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o", common);
+        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target", common);
         return cli_parse(argc, argv, &c, allowed) ? cmd_compile(&c, !strcmp(c.cmd, "check"))
                                                   : EXIT_USAGE;
     }

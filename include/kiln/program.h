@@ -37,6 +37,14 @@ typedef struct kiln_compile_options {
                                  here and stopped by kiln_program_free; results do not
                                  depend on the count (each output element is computed
                                  by the same code). The reference backend ignores it. */
+    const char *target;       /* the machine the C backend's code is for: NULL or
+                                 "native" (default: the host's widest vector ISA),
+                                 "avx512", "avx2", "neon" or "scalar" (no vector
+                                 code). It picks the GEMM micro-kernels and the width
+                                 of explicit vector loops; the JIT still compiles with
+                                 -march=native, so a program runs only where its
+                                 target's instructions exist. Another name is
+                                 KILN_ERR_INVALID. */
 } kiln_compile_options;
 
 kiln_compile_options kiln_compile_defaults(void);
