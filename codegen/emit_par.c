@@ -138,6 +138,23 @@ static int loop_bufs(const kctx *c, int32_t loop, int32_t *out)
     return n;
 }
 
+/* The context struct an outlined loop or a GEMM epilogue reads: the
+ * buffers it uses, then the locals it only reads (by value). */
+static void put_ctx_struct(const kiln_kernel *k, kiln_sbuf *pre, const char *name,
+                           const int32_t *bufs, int nb, const int32_t *vals, int nv)
+{
+    kiln_sb_printf(pre, "typedef struct %s {\n", name);
+    for (int i = 0; i < nb; i++) {
+        const kiln_kbuf *bf = &k->bufs[bufs[i]];
+        kiln_sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ",
+                       kiln_ce_ctype_mem(bf->dtype), bufs[i]);
+    }
+    for (int i = 0; i < nv; i++)
+        kiln_sb_printf(pre, "    %s t%d;\n", kiln_ce_ctype_val(k->local_dtype[vals[i]]), vals[i]);
+    if (nb == 0 && nv == 0) kiln_sb_puts(pre, "    int unused;\n");
+    kiln_sb_printf(pre, "} %s;\n\n", name);
+}
+
 /* An outlined parallel loop: its iterations become function <kernel>_pN over
  * [lo, hi) (written to c->pre, with the kernel's name as \x01, filled in
  * when the translation unit is assembled), and the kernel hands the range
@@ -187,16 +204,9 @@ void kiln_ce_put_outlined(kctx *c, int32_t s, int depth, int guard)
     }
     kiln_sb_puts(pre, "}\n\n");
     /* the pool's entry: buffers from the context struct */
-    kiln_sb_printf(pre, "typedef struct \x01_p%d_ctx {\n", m);
-    for (int i = 0; i < nb; i++) {
-        const kiln_kbuf *bf = &k->bufs[bufs[i]];
-        kiln_sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ", kiln_ce_ctype_mem(bf->dtype),
-                  bufs[i]);
-    }
-    for (int i = 0; i < nv; i++)
-        kiln_sb_printf(pre, "    %s t%d;\n", kiln_ce_ctype_val(k->local_dtype[vals[i]]), vals[i]);
-    if (nb == 0 && nv == 0) kiln_sb_puts(pre, "    int unused;\n");
-    kiln_sb_printf(pre, "} \x01_p%d_ctx;\n\n", m);
+    char cname[32];
+    snprintf(cname, sizeof cname, "\x01_p%d_ctx", m);
+    put_ctx_struct(k, pre, cname, bufs, nb, vals, nv);
     kiln_sb_printf(pre, "static void \x01_p%d(void *ctx, int64_t lo, int64_t hi)\n{\n", m);
     kiln_sb_printf(pre, "    const \x01_p%d_ctx *c = (const \x01_p%d_ctx *)ctx;\n", m, m);
     if (nb == 0) kiln_sb_puts(pre, "    (void)c;\n");
@@ -271,16 +281,9 @@ void kiln_ce_put_gemm(kctx *c, int32_t s, int depth)
     snprintf(name, sizeof name, "\x01_g%d", m);
     snprintf(epi_name, sizeof epi_name, "\x01_g%d_tail", m);
     if (epi) {
-        kiln_sb_printf(pre, "typedef struct \x01_g%d_tailctx {\n", m);
-        for (int i = 0; i < nb; i++) {
-            const kiln_kbuf *bf = &k->bufs[bufs[i]];
-            kiln_sb_printf(pre, "    %s%s *b%d;\n", bf->written ? "" : "const ", kiln_ce_ctype_mem(bf->dtype),
-                           bufs[i]);
-        }
-        for (int i = 0; i < nv; i++)
-            kiln_sb_printf(pre, "    %s t%d;\n", kiln_ce_ctype_val(k->local_dtype[vals[i]]), vals[i]);
-        if (nb == 0 && nv == 0) kiln_sb_puts(pre, "    int unused;\n");
-        kiln_sb_printf(pre, "} \x01_g%d_tailctx;\n\n", m);
+        char cname[32];
+        snprintf(cname, sizeof cname, "\x01_g%d_tailctx", m);
+        put_ctx_struct(k, pre, cname, bufs, nb, vals, nv);
         kiln_sb_printf(pre, "/* the tail of the GEMM below, on C[i, j0..j1) once its sums are final */\n"
                             "static inline void %s(void *ctx, int64_t i, int64_t j0, int64_t j1)\n{\n",
                        epi_name);
