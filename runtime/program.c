@@ -1203,3 +1203,104 @@ kiln_status kiln_plan_stats(const kiln_graph *forward, const kiln_compile_option
     free(b);
     return st;
 }
+
+/* ---- ahead-of-time artifacts (runtime/aot_internal.h) ---- */
+
+#include "runtime/aot_internal.h"
+
+void kiln_aot_plan_free(kiln_aot_plan *p)
+{
+    if (!p) return;
+    free(p->source);
+    for (int i = 0; i < p->nt; i++) free(p->t[i].name);
+    free(p->t);
+    free(p->cflags);
+    memset(p, 0, sizeof *p);
+}
+
+kiln_status kiln_aot_plan_build(const kiln_graph *forward, const kiln_compile_options *opt,
+                                kiln_aot_plan *out, char **err)
+{
+    if (err) *err = NULL;
+    if (!forward || !out) {
+        set_err(err, "kiln_aot_plan_build: NULL argument");
+        return KILN_ERR_INVALID;
+    }
+    memset(out, 0, sizeof *out);
+    kiln_compile_options defaults = kiln_compile_defaults();
+    if (!opt) opt = &defaults;
+    built *b = malloc(sizeof *b);
+    if (!b) {
+        set_err(err, "out of memory");
+        return KILN_ERR_NOMEM;
+    }
+    kiln_status st = build(forward, opt, true, b);
+    int e = -1;
+    for (int i = 0; !st && i < b->plan.nentries; i++)
+        if (!strcmp(b->plan.entries[i].name, "forward")) e = i;
+    if (st) {
+        set_err(err, "%s", b->err[0] ? b->err : kiln_status_str(st));
+    } else if (e < 0) {
+        set_err(err, "the program has no forward entry");
+        st = KILN_ERR_INTERNAL;
+    } else {
+        const kiln_plan_entry *pe = &b->plan.entries[e];
+        const kiln_graph *g = b->graphs[e];
+        /* the arena the forward entry alone needs */
+        int64_t a_end = (int64_t)b->iface_bytes;
+        for (int32_t i = 0; i < g->nnodes; i++) {
+            if (pe->place[i].space != KILN_SPACE_A) continue;
+            int64_t nb = kiln_node_numel(&g->nodes[i]) *
+                         (int64_t)kiln_dtype_size((kiln_dtype)g->nodes[i].dtype);
+            if (pe->place[i].offset + align_up(nb) > a_end) a_end = pe->place[i].offset + align_up(nb);
+        }
+        kiln_plan one = b->plan;
+        one.entries = &b->plan.entries[e];
+        one.nentries = 1;
+        one.s_bytes = 0;
+        one.a_bytes = (size_t)a_end;
+        out->p_bytes = b->plan.p_bytes;
+        out->a_bytes = (size_t)a_end;
+        out->source = kiln_emit_c_source(&one);
+        out->cflags = strdup(opt->target && strcmp(opt->target, "native") ? b->target.cflags
+                                                                         : "-march=native");
+        out->t = calloc((size_t)(b->nt ? b->nt : 1), sizeof *out->t);
+        if (!out->source || !out->cflags || !out->t) {
+            set_err(err, "out of memory");
+            st = KILN_ERR_NOMEM;
+        }
+        for (int k = 0; !st && k < b->nt; k++) {
+            const ptensor *t = &b->t[k];
+            /* parameters all; leaves the entry reads; values it returns */
+            bool used = t->role == KILN_ROLE_PARAM;
+            for (int32_t i = 0; i < g->nnodes && !used; i++) {
+                if (b->tensor_of[e][i] != k) continue;
+                if (g->nodes[i].op != KILN_OP_INPUT) used = true;
+                for (int32_t j = i + 1; j < g->nnodes && !used; j++)
+                    for (int32_t q = 0; q < g->nodes[j].ninputs; q++)
+                        used |= g->nodes[j].inputs[q] == i;
+            }
+            if (!used) continue;
+            kiln_aot_tensor *a = &out->t[out->nt];
+            if (!(a->name = strdup(t->name))) {
+                set_err(err, "out of memory");
+                st = KILN_ERR_NOMEM;
+                break;
+            }
+            out->nt++;
+            a->role = t->role;
+            a->dtype = t->dtype;
+            a->rank = t->rank;
+            memcpy(a->shape, t->shape, sizeof a->shape);
+            a->bytes = t->bytes;
+            a->space = t->space;
+            a->offset = t->offset;
+            a->is_const = t->is_const;
+            a->const_value = t->const_value;
+        }
+    }
+    built_free(b);
+    free(b);
+    if (st) kiln_aot_plan_free(out);
+    return st;
+}

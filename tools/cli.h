@@ -14,6 +14,7 @@ typedef struct cli {
     const char *cmd, *model, *data, *save, *load, *history, *plot, *out;
     const char *program, *emit, *print_after, *opt, *backend, *schedule;
     const char *target; /* --target NAME: the C backend's ISA (NULL: the host) */
+    const char *weights; /* --weights FILE.safetensors: compile --emit exe|lib|c */
     int64_t batch, epochs, limit;
     int64_t threads; /* --threads N; 0: one per core */
     double lr, wd;
@@ -33,6 +34,10 @@ bool cli_compile_options(const cli *c, kiln_compile_options *o);
 int cmd_compile(const cli *c, bool check_only);
 int cmd_train(const cli *c, bool lr_find);
 int cmd_info(const cli *c);
+/* `kiln compile --emit exe|lib|c --weights W -o NAME` and `kiln predict ...`
+ * (tools/aot.c); predict parses its own arguments, argv[2] on. */
+int cmd_aot(const cli *c);
+int cmd_predict(int argc, char **argv);
 /* `kiln bench ...` (tools/bench.c): parses its own arguments, argv[2] on. */
 int cmd_bench(int argc, char **argv);
 

@@ -25,6 +25,9 @@ static const char *const known_passes[] = {"parse",    "autodiff", "optimizer", 
 int cmd_compile(const cli *c, bool check_only)
 {
     const char *emit = c->emit ? c->emit : "ir";
+    if (!check_only && (!strcmp(emit, "exe") || !strcmp(emit, "lib") ||
+                        (!strcmp(emit, "c") && c->weights)))
+        return cmd_aot(c); /* ahead-of-time artifacts (tools/aot.c) */
     if (strcmp(emit, "ir") && strcmp(emit, "c")) {
         fprintf(stderr, "kiln compile: unknown --emit '%s' (ir, c)\n", emit);
         return EXIT_USAGE;

@@ -8,6 +8,9 @@
  *   kiln compile MODEL  [--bs N] [--emit ir|c] [--program forward|train|eval]
  *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
  *                       [--target NAME]
+ *   kiln compile MODEL  --weights W.safetensors -o NAME --emit exe|lib|c [--bs N] [--target T]
+ *                       (ahead-of-time artifacts, tools/aot.c)
+ *   kiln predict MODEL  --weights W.safetensors INPUTS... [--topk K] [--json] [--limit N]
  *   kiln info MODEL     [--bs N] [--threads N]
  *   kiln check MODEL    [--bs N]
  *   kiln bench peak|stream|gemm|eltwise|step MODEL [options]   (tools/bench.c)
@@ -29,6 +32,7 @@ static const char usage_text[] =
     "  train     train a model (Fashion-MNIST by default), printing fastai's epoch table\n"
     "  lr-find   sweep the learning rate from 1e-7 to 10 and suggest one\n"
     "  compile   print the program's graph IR (--emit ir) or generated C (--emit c)\n"
+    "  predict   classify images with a checkpoint (as a compiled --emit exe prints)\n"
     "  info      parameters, flops per step, memory sizes\n"
     "  check     parse and build the model, report errors\n"
     "  bench     benchmarks: peak, stream, gemm, eltwise, step MODEL (kiln bench --help)\n"
@@ -57,6 +61,8 @@ static const char usage_text[] =
     "  --print-after PASS  compile: print the IR after a pass: parse, autodiff, optimizer,\n"
     "                      simplify, cse, dce or all\n"
     "  -o FILE             compile: write to FILE instead of stdout\n"
+    "  --emit exe|lib|c    compile with --weights W -o NAME: a standalone executable NAME,\n"
+    "                      NAME.o + NAME.h, or NAME.c + NAME.h; and NAME.weights\n"
     "  -v, --verbose       print the C compiler command and timings\n";
 
 static void usage(FILE *f) { fputs(usage_text, f); }
@@ -75,6 +81,7 @@ static const opt_row opts[] = {
     {"--data", O_STR, OFF(data), 0},         {"--save", O_STR, OFF(save), 0},
     {"--load", O_STR, OFF(load), 0},         {"--history", O_STR, OFF(history), 0},
     {"--plot", O_STR, OFF(plot), 0},         {"-o", O_STR, OFF(out), 0},
+    {"--weights", O_STR, OFF(weights), 0},
     {"--program", O_STR, OFF(program), 0},   {"--emit", O_STR, OFF(emit), 0},
     {"--print-after", O_STR, OFF(print_after), 0},
     {"--opt", O_STR, OFF(opt), 0},           {"--optimizer", O_STR, OFF(opt), 0},
@@ -213,6 +220,7 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv); /* its own options */
+    if (!strcmp(argv[1], "predict")) return cmd_predict(argc, argv); /* tools/aot.c */
     cli c;
     memset(&c, 0, sizeof c);
     c.cmd = argv[1];
@@ -240,7 +248,7 @@ int main(int argc, char **argv)
         return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, true) : EXIT_USAGE;
     }
     if (!strcmp(c.cmd, "compile") || !strcmp(c.cmd, "check")) {
-        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target", common);
+        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target --weights", common);
         return cli_parse(argc, argv, &c, allowed) ? cmd_compile(&c, !strcmp(c.cmd, "check"))
                                                   : EXIT_USAGE;
     }

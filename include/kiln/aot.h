@@ -1,0 +1,63 @@
+/* kiln/aot.h — ahead-of-time artifacts: a model's forward entry compiled
+ * (C backend) into code that needs no kiln library, plus its weights as a
+ * flat blob.
+ *
+ *   kiln compile MODEL --weights W.safetensors -o NAME --emit exe|lib|c
+ *
+ *   lib  NAME.o (cc -O3 and the target's flags), NAME.h (the sizes the caller
+ *        allocates, named input/output structs, NAME_load_weights and
+ *        NAME_forward; its comment shows a call), NAME.weights.
+ *   exe  NAME: a standalone classifier (the same code plus a main) that loads
+ *        NAME.weights (next to itself, or --weights PATH), reads idx / .npy /
+ *        raw f32 images, normalises them as kiln's training did, runs batches
+ *        and prints top-1 (or --topk K) classes, as text or --json.
+ *   c    NAME.c + NAME.h: the source, for any C compiler (NAME.weights too
+ *        when weights are given).
+ *
+ * NAME.weights (little-endian): "KILNAOTW", u32 version (1), u32 count,
+ * u64 data offset (64-aligned), u64 P bytes; per tensor: u32 name length,
+ * name, u32 dtype length, dtype ("f32"), u32 rank, i64 shape[rank], u64 byte
+ * offset into P, u64 bytes; then, at the data offset, the P memory image
+ * (each tensor at its offset).
+ */
+#ifndef KILN_AOT_H
+#define KILN_AOT_H
+
+#include "kiln/kiln.h"
+
+/* The statistics kiln's Fashion-MNIST training normalises with
+ * (tools/train.c: kiln_dataset_stats of the training images scaled to
+ * [0, 1]); baked into executables: x = (pixel / 255 - mean) / std. */
+#define KILN_FASHION_MNIST_MEAN 0x1.24e7d4p-2f /* 0.286040604 */
+#define KILN_FASHION_MNIST_STD 0x1.697f3p-2f   /* 0.353024244 */
+
+typedef enum kiln_aot_emit { KILN_AOT_EXE, KILN_AOT_LIB, KILN_AOT_C } kiln_aot_emit;
+
+typedef struct kiln_aot_options {
+    kiln_aot_emit emit;
+    const char *out;     /* output path prefix: DIR/NAME (NAME also prefixes the symbols) */
+    const char *weights; /* safetensors checkpoint (required for exe and lib) */
+    const char *model;   /* the model's file name, for comments (may be NULL) */
+    const char *target;  /* NULL or "native" (-march=native), "avx512", "avx2", "neon", "scalar" */
+    const char *cc;      /* NULL: $CC, else "cc" */
+    int verbose;         /* print compiler commands to stderr */
+    float norm_mean, norm_std; /* exe input normalisation (defaults: Fashion-MNIST's) */
+} kiln_aot_options;
+
+kiln_aot_options kiln_aot_defaults(void);
+
+/* Writes the artifacts of a forward graph (at the batch size it was built
+ * for). A checkpoint that does not match the model fails naming the tensor;
+ * a compiler failure quotes the compiler. *err: malloc'd, caller frees. */
+kiln_status kiln_aot_compile(const kiln_graph *forward, const kiln_aot_options *o, char **err);
+
+/* The graph artifacts and `kiln predict` compile: a copy of g; when g marks
+ * no output, its cross_entropy loss's logits become the output "logits"
+ * (KILN_ERR_UNSUPPORTED when there is neither). *out: caller frees. */
+kiln_status kiln_aot_classifier(const kiln_graph *g, kiln_graph **out, char **err);
+
+/* The C identifier artifacts of `out` use as their prefix: the base name
+ * with other characters turned into '_' (into buf). */
+void kiln_aot_prefix(const char *out, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,710 @@
+/* runtime/aot.c — ahead-of-time artifacts (include/kiln/aot.h).
+ *
+ * The forward entry's plan comes from program assembly
+ * (runtime/aot_internal.h: kiln_aot_plan_build, the C backend's plan with
+ * its parameters' P offsets); its C source is wrapped with a weights loader,
+ * a serial kiln_rt and a typed forward function (codegen/aot_main.c holds
+ * that text and the executable's main), renaming the entry to NAME_entry_ so
+ * several artifacts link together. The weights blob is the P memory image of
+ * a checkpoint loaded (strictly) into a reference-backend program.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "kiln/aot.h"
+
+#include "codegen/aot_src.h"
+#include "ir/graph.h"
+#include "ir/ops.h"
+#include "runtime/aot_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- strings ---- */
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->oom = true;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    char *t = malloc((size_t)n + 1);
+    if (!t) {
+        b->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb_put(b, t, (size_t)n);
+    free(t);
+}
+
+/* Appends a template with "@P@" replaced by prefix and "@NAME@" by name. */
+static void sb_template(sbuf *b, const char *tpl, const char *prefix, const char *name)
+{
+    for (const char *p = tpl; *p;) {
+        const char *q = strchr(p, '@');
+        if (!q) {
+            sb_puts(b, p);
+            break;
+        }
+        sb_put(b, p, (size_t)(q - p));
+        if (!strncmp(q, "@P@", 3)) {
+            sb_puts(b, prefix);
+            p = q + 3;
+        } else if (!strncmp(q, "@NAME@", 6)) {
+            sb_puts(b, name);
+            p = q + 6;
+        } else {
+            sb_put(b, q, 1);
+            p = q + 1;
+        }
+    }
+}
+
+static kiln_status fail(char **err, kiln_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static kiln_status fail(char **err, kiln_status st, const char *fmt, ...)
+{
+    if (!err) return st;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = malloc(n > 0 ? (size_t)n + 1 : 1);
+    if (s) {
+        va_start(ap, fmt);
+        vsnprintf(s, n > 0 ? (size_t)n + 1 : 1, fmt, ap);
+        va_end(ap);
+    }
+    free(*err);
+    *err = s;
+    return st;
+}
+
+kiln_aot_options kiln_aot_defaults(void)
+{
+    kiln_aot_options o;
+    memset(&o, 0, sizeof o);
+    o.emit = KILN_AOT_EXE;
+    o.norm_mean = KILN_FASHION_MNIST_MEAN;
+    o.norm_std = KILN_FASHION_MNIST_STD;
+    return o;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+void kiln_aot_prefix(const char *out, char *buf, size_t len)
+{
+    if (!len) return;
+    const char *b = out ? base_name(out) : "";
+    size_t o = 0;
+    if (!(*b >= 'a' && *b <= 'z') && !(*b >= 'A' && *b <= 'Z') && *b != '_' && o + 1 < len)
+        buf[o++] = 'm';
+    for (; *b && o + 1 < len; b++) {
+        char c = *b;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        buf[o++] = ok ? c : '_';
+    }
+    buf[o] = 0;
+}
+
+/* A C identifier from a tensor name ("linear0.weight" -> "linear0_weight"). */
+static void ident(const char *name, char *buf, size_t len)
+{
+    kiln_aot_prefix(name, buf, len);
+    /* kiln_aot_prefix takes the base name after '/', which tensor names lack */
+}
+
+static const char *c_type(kiln_dtype t)
+{
+    switch (t) {
+    case KILN_F32: return "float";
+    case KILN_F64: return "double";
+    case KILN_I32: return "int32_t";
+    case KILN_I64: return "int64_t";
+    case KILN_U8:
+    case KILN_BOOL: return "uint8_t";
+    default: return "uint16_t";
+    }
+}
+
+static void type_str(const kiln_aot_tensor *t, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "%s[", kiln_dtype_name(t->dtype));
+    for (int d = 0; d < t->rank && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, d ? ", %lld" : "%lld", (long long)t->shape[d]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+static bool is_io_in(const kiln_aot_tensor *t)
+{
+    return t->space != 1 && (t->role == KILN_ROLE_INPUT || t->role == KILN_ROLE_TARGET ||
+                             t->role == KILN_ROLE_CONST || t->role == KILN_ROLE_HPARAM);
+}
+
+static bool is_io_out(const kiln_aot_tensor *t)
+{
+    return t->role == KILN_ROLE_OUTPUT || t->role == KILN_ROLE_LOSS || t->role == KILN_ROLE_METRIC;
+}
+
+static int64_t numel(const kiln_aot_tensor *t)
+{
+    int64_t n = 1;
+    for (int d = 0; d < t->rank; d++) n *= t->shape[d];
+    return n;
+}
+
+kiln_status kiln_aot_classifier(const kiln_graph *g, kiln_graph **out, char **err)
+{
+    if (err) *err = NULL;
+    *out = NULL;
+    kiln_graph *c = g ? kiln_graph_clone(g) : NULL;
+    if (!c) return fail(err, g ? KILN_ERR_NOMEM : KILN_ERR_INVALID, "no graph");
+    if (kiln_graph_find_role(c, KILN_ROLE_OUTPUT) < 0) {
+        kiln_value loss = kiln_graph_find_role(c, KILN_ROLE_LOSS);
+        if (loss < 0 || c->nodes[loss].op != KILN_OP_CROSS_ENTROPY) {
+            kiln_graph_free(c);
+            return fail(err, KILN_ERR_UNSUPPORTED, "the model has no output and no cross_entropy "
+                        "loss whose logits could be one");
+        }
+        kiln_status st = kiln_set_output(c, c->nodes[loss].inputs[0], "logits");
+        if (st) {
+            fail(err, st, "marking the logits as the output: %s", kiln_graph_error(c));
+            kiln_graph_free(c);
+            return st;
+        }
+    }
+    *out = c;
+    return KILN_OK;
+}
+
+/* ---- files ---- */
+
+static kiln_status write_file(const char *path, const void *data, size_t n, char **err)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return fail(err, KILN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    size_t w = n ? fwrite(data, 1, n, f) : 0;
+    if (fclose(f) || w != n) return fail(err, KILN_ERR_IO, "error writing '%s'", path);
+    return KILN_OK;
+}
+
+static char *path_join(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s%s%s", a, b, c);
+    return s;
+}
+
+static void le32(sbuf *b, uint32_t v)
+{
+    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    sb_put(b, (const char *)x, 4);
+}
+
+static void le64(sbuf *b, uint64_t v)
+{
+    le32(b, (uint32_t)v);
+    le32(b, (uint32_t)(v >> 32));
+}
+
+/* The weights blob: a checkpoint loaded (strictly: every parameter, right
+ * shapes and dtypes) into a reference-backend program, laid out as P. */
+static kiln_status make_blob(const kiln_graph *forward, const kiln_aot_plan *plan,
+                             const char *weights, sbuf *blob, char **err)
+{
+    kiln_compile_options co = kiln_compile_defaults();
+    co.backend = KILN_BACKEND_REF;
+    kiln_program *p = NULL;
+    char *e = NULL;
+    kiln_status st = kiln_compile(forward, &co, &p, &e);
+    if (st) {
+        fail(err, st, "%s", e ? e : kiln_status_str(st));
+        free(e);
+        return st;
+    }
+    st = kiln_load(p, weights, 0, 1, &e);
+    if (st) {
+        fail(err, st, "%s", e ? e : kiln_status_str(st));
+        free(e);
+        kiln_program_free(p);
+        return st;
+    }
+    uint32_t count = 0;
+    for (int i = 0; i < plan->nt; i++) count += plan->t[i].space == 1;
+    sbuf h = {0};
+    sb_put(&h, "KILNAOTW", 8);
+    le32(&h, 1);
+    le32(&h, count);
+    le64(&h, 0); /* data offset, patched below */
+    le64(&h, plan->p_bytes);
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (t->space != 1) continue;
+        le32(&h, (uint32_t)strlen(t->name));
+        sb_puts(&h, t->name);
+        const char *dt = kiln_dtype_name(t->dtype);
+        le32(&h, (uint32_t)strlen(dt));
+        sb_puts(&h, dt);
+        le32(&h, (uint32_t)t->rank);
+        for (int d = 0; d < t->rank; d++) le64(&h, (uint64_t)t->shape[d]);
+        le64(&h, (uint64_t)t->offset);
+        le64(&h, (uint64_t)t->bytes);
+    }
+    while (h.len % 64) sb_put(&h, "", 1);
+    size_t data = h.len;
+    char *image = calloc(plan->p_bytes ? plan->p_bytes : 1, 1);
+    if (!image || h.oom) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+    for (int i = 0; !st && i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (t->space != 1) continue;
+        kiln_tensor_info info;
+        void *d = kiln_program_data(p, t->name, &info);
+        if (!d || info.bytes != t->bytes)
+            st = fail(err, KILN_ERR_INTERNAL, "parameter '%s' differs between the plans", t->name);
+        else
+            memcpy(image + t->offset, d, t->bytes);
+    }
+    if (!st) {
+        for (int k = 0; k < 8; k++) h.s[16 + k] = (char)(unsigned char)((uint64_t)data >> (8 * k));
+        sb_put(blob, h.s, h.len);
+        sb_put(blob, image, plan->p_bytes);
+        if (blob->oom) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+    }
+    free(image);
+    free(h.s);
+    kiln_program_free(p);
+    return st;
+}
+
+/* ---- sources ---- */
+
+static void write_header(sbuf *b, const kiln_aot_plan *plan, const char *P, const char *name,
+                         const kiln_aot_options *o, int64_t batch)
+{
+    char up[256];
+    size_t k = 0;
+    for (; P[k] && k + 1 < sizeof up; k++) up[k] = (P[k] >= 'a' && P[k] <= 'z') ? P[k] - 32 : P[k];
+    up[k] = 0;
+    const kiln_aot_tensor *in0 = NULL, *out0 = NULL;
+    for (int i = 0; i < plan->nt; i++) {
+        if (!in0 && is_io_in(&plan->t[i])) in0 = &plan->t[i];
+        if (!out0 && is_io_out(&plan->t[i])) out0 = &plan->t[i];
+    }
+    char id_in[128] = "x", id_out[128] = "out";
+    if (in0) ident(in0->name, id_in, sizeof id_in);
+    if (out0) ident(out0->name, id_out, sizeof id_out);
+    sb_printf(b, "/* %s.h — generated by kiln from %s (batch %lld, target %s): the forward\n"
+              " * pass as plain C, with no kiln library. Link %s.o (cc ... %s.o -lm).\n"
+              " *\n"
+              " * How to call it:\n"
+              " *\n"
+              " *   #include \"%s.h\"\n"
+              " *   void *P = aligned_alloc(%sALIGN, %sWEIGHTS_BYTES);    // the weights\n"
+              " *   void *A = aligned_alloc(%sALIGN, %sACTIVATION_BYTES); // scratch, per call\n"
+              " *   char err[256];\n"
+              " *   if (%sload_weights_file(P, \"%s.weights\", err, sizeof err)) { puts(err); exit(1); }\n"
+              " *   static float x[%sNUMEL_%s], y[%sNUMEL_%s];   // a whole batch in and out\n"
+              " *   // ... x = (pixel / 255 - %sNORM_MEAN) / %sNORM_STD, the last batch zero-padded\n"
+              " *   %sinputs in = {.%s = x};  %soutputs out = {.%s = y};\n"
+              " *   if (%sforward(P, A, &in, &out)) exit(1);         // 0: ok\n"
+              " *\n"
+              " * Status codes: 0 ok; 1 bad arguments (NULL, misaligned); 2 weights that do not\n"
+              " * match the model (the message names the tensor); > 2 a kernel's run-time check\n"
+              " * failed. Threads: the code runs on the calling thread. A is the caller's: one\n"
+              " * per concurrent call; P may be shared by concurrent calls (read-only).\n"
+              " */\n",
+              name, o->model ? o->model : "a model", (long long)batch,
+              o->target ? o->target : "native", name, name, name, P, P, P, P, P, name, P, id_in,
+              P, id_out, P, P, P, id_in, P, id_out, P);
+    sb_printf(b, "#ifndef %sH_INCLUDED\n#define %sH_INCLUDED\n\n#include <stddef.h>\n"
+              "#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n", up, up);
+    sb_printf(b, "#define %sBATCH %lld\n#define %sALIGN 64\n", P, (long long)batch, P);
+    sb_printf(b, "#define %sWEIGHTS_BYTES ((size_t)%zu)    /* P: 64-byte aligned */\n", P,
+              plan->p_bytes);
+    sb_printf(b, "#define %sACTIVATION_BYTES ((size_t)%zu) /* A: 64-byte aligned */\n", P,
+              plan->a_bytes);
+    sb_printf(b, "/* the input normalisation kiln's training used: (pixel / 255 - mean) / std */\n"
+              "#define %sNORM_MEAN %af\n#define %sNORM_STD %af\n\n", P, (double)o->norm_mean, P,
+              (double)o->norm_std);
+    for (int pass = 0; pass < 2; pass++) {
+        sb_printf(b, "typedef struct %s%s {\n", P, pass ? "outputs" : "inputs");
+        int n = 0;
+        for (int i = 0; i < plan->nt; i++) {
+            const kiln_aot_tensor *t = &plan->t[i];
+            if (pass ? !is_io_out(t) : !is_io_in(t)) continue;
+            char id[128], ty[160];
+            ident(t->name, id, sizeof id);
+            type_str(t, ty, sizeof ty);
+            sb_printf(b, "    %s%s *%s; /* '%s' %s %s */\n", pass ? "" : "const ", c_type(t->dtype),
+                      id, t->name, kiln_role_name(t->role), ty);
+            n++;
+        }
+        if (!n) sb_printf(b, "    int unused_;\n");
+        sb_printf(b, "} %s%s;\n", P, pass ? "outputs" : "inputs");
+    }
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (!is_io_in(t) && !is_io_out(t)) continue;
+        char id[128];
+        ident(t->name, id, sizeof id);
+        sb_printf(b, "#define %sNUMEL_%s %lld\n", P, id, (long long)numel(t));
+    }
+    sb_printf(b, "\n/* Checks a weights blob (NAME.weights' bytes) against the model and copies it\n"
+              " * into P; non-zero with a message naming the tensor in err when it does not\n"
+              " * match. */\n"
+              "int %sload_weights(void *P, const void *blob, size_t bytes, char *err, size_t errlen);\n"
+              "/* The same from a file. */\n"
+              "int %sload_weights_file(void *P, const char *path, char *err, size_t errlen);\n"
+              "/* One batch: copies the inputs into A, runs, copies the outputs (NULL: skipped). */\n"
+              "int %sforward(void *P, void *A, const %sinputs *in, %soutputs *out);\n\n"
+              "#ifdef __cplusplus\n}\n#endif\n\n#endif\n", P, P, P, P, P);
+}
+
+static void write_source(sbuf *b, const kiln_aot_plan *plan, const char *P, const char *name)
+{
+    sb_printf(b, "/* %s.c — generated by kiln: the forward entry, its weights loader and a\n"
+              " * serial runtime. Compile with a C11 compiler and the target's flags:\n"
+              " * cc -O3 %s -std=c11 -c %s.c */\n"
+              "#if defined(__GNUC__)\n#pragma GCC diagnostic ignored \"-Wunknown-pragmas\"\n"
+              "#pragma GCC diagnostic ignored \"-Wunused-parameter\"\n#endif\n"
+              "#define kiln_forward %sentry_\n", name, plan->cflags, name, P);
+    sb_puts(b, plan->source);
+    sb_printf(b, "#undef kiln_forward\nint %sentry_(char *restrict P, char *restrict S, "
+              "char *restrict A, const kiln_rt *rt);\n\n", P);
+    sb_printf(b, "#include <errno.h>\n#include <stdarg.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+              "#include <string.h>\n\n#include \"%s.h\"\n\n", name);
+    int np = 0;
+    for (int i = 0; i < plan->nt; i++) np += plan->t[i].space == 1;
+    sb_printf(b, "typedef struct %stdesc {\n    const char *name, *dtype;\n    int rank;\n"
+              "    int64_t shape[8];\n    uint64_t offset, bytes;\n} %stdesc;\n\n", P, P);
+    sb_printf(b, "#define %sNPARAMS %d\nstatic const %stdesc %sparams[%d] = {\n", P, np, P, P,
+              np ? np : 1);
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (t->space != 1) continue;
+        sb_printf(b, "    {\"%s\", \"%s\", %d, {", t->name, kiln_dtype_name(t->dtype), t->rank);
+        for (int d = 0; d < t->rank; d++) sb_printf(b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        sb_printf(b, "}, %lld, %zu},\n", (long long)t->offset, t->bytes);
+    }
+    if (!np) sb_puts(b, "    {\"\", \"\", 0, {0}, 0, 0},\n");
+    sb_puts(b, "};\n\n");
+    sb_template(b, kiln_aot_loader_src, P, name);
+    sb_printf(b, "\nint %sforward(void *P, void *A, const %sinputs *in, %soutputs *out)\n{\n"
+              "    static _Alignas(64) char S[64];\n"
+              "    if (!P || !A || !in || ((uintptr_t)P & 63) || ((uintptr_t)A & 63)) return 1;\n",
+              P, P, P);
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (!is_io_in(t)) continue;
+        char id[128];
+        ident(t->name, id, sizeof id);
+        sb_printf(b, "    if (!in->%s) return 1;\n    memcpy((char *)A + %lld, in->%s, %zu);\n", id,
+                  (long long)t->offset, id, t->bytes);
+    }
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (!is_io_out(t) || !t->is_const) continue;
+        sb_printf(b, "    for (int64_t k = 0; k < %lld; k++) ((%s *)((char *)A + %lld))[k] = (%s)%.17g;\n",
+                  (long long)numel(t), c_type(t->dtype), (long long)t->offset, c_type(t->dtype),
+                  t->const_value);
+    }
+    sb_printf(b, "    int rc = %sentry_((char *)P, S, (char *)A, &%sserial_rt);\n"
+              "    if (rc) return rc + 2;\n", P, P);
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (!is_io_out(t)) continue;
+        char id[128];
+        ident(t->name, id, sizeof id);
+        sb_printf(b, "    if (out && out->%s) memcpy(out->%s, (char *)A + %lld, %zu);\n", id, id,
+                  (long long)t->offset, t->bytes);
+    }
+    sb_puts(b, "    return 0;\n}\n");
+}
+
+/* The executable's main: one f32 input of [B, ...] and an f32 output [B, C]. */
+static kiln_status write_main(sbuf *b, const kiln_aot_plan *plan, const char *P, const char *name,
+                              int64_t *batch, char **err)
+{
+    const kiln_aot_tensor *in = NULL, *out = NULL;
+    int nin = 0;
+    for (int i = 0; i < plan->nt; i++) {
+        const kiln_aot_tensor *t = &plan->t[i];
+        if (is_io_in(t)) {
+            nin++;
+            in = t;
+        }
+        if (!out && t->role == KILN_ROLE_OUTPUT) out = t;
+    }
+    if (nin != 1 || in->role != KILN_ROLE_INPUT || in->dtype != KILN_F32 || in->rank < 1)
+        return fail(err, KILN_ERR_UNSUPPORTED, "--emit exe needs a model whose forward pass reads "
+                    "one f32 input (it reads %d values%s)", nin,
+                    nin == 1 ? " of another kind" : "");
+    if (!out || out->dtype != KILN_F32 || out->rank != 2 || out->shape[0] != in->shape[0])
+        return fail(err, KILN_ERR_UNSUPPORTED, "--emit exe needs a model with an f32 output of "
+                    "shape [B, classes] (a classifier)");
+    char id_in[128], id_out[128];
+    ident(in->name, id_in, sizeof id_in);
+    ident(out->name, id_out, sizeof id_out);
+    *batch = in->shape[0];
+    sb_printf(b, "/* %s_main.c — generated by kiln: the classifier's main. */\n"
+              "#define _POSIX_C_SOURCE 200809L\n#include <errno.h>\n#include <math.h>\n"
+              "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n"
+              "#ifdef KILN_AOT_ZLIB\n#include <zlib.h>\n#endif\n\n#include \"%s.h\"\n\n", name, name);
+    sb_printf(b, "#define %sIN_NUMEL %lld\n#define %sCLASSES %lld\n", P,
+              (long long)(numel(in) / in->shape[0]), P, (long long)out->shape[1]);
+    sb_printf(b, "#define %sMAIN_SET_INPUT(in, p) ((in).%s = (p))\n"
+              "#define %sMAIN_SET_OUTPUT(o, p) ((o).%s = (p))\n\n", P, id_in, P, id_out);
+    sb_template(b, kiln_aot_main_src, P, name);
+    return KILN_OK;
+}
+
+/* ---- the compiler ---- */
+
+static kiln_status run_cc(char *const *argv, const char *log, int verbose, char **err)
+{
+    if (verbose) {
+        fprintf(stderr, "kiln:");
+        for (int i = 0; argv[i]; i++) fprintf(stderr, " %s", argv[i]);
+        fprintf(stderr, "\n");
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return fail(err, KILN_ERR_IO, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execvp(argv[0], argv);
+        fprintf(stderr, "cannot run the C compiler '%s': %s (set $CC)\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return fail(err, KILN_ERR_IO, "waitpid: %s", strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return KILN_OK;
+    char msg[4096] = "";
+    FILE *f = fopen(log, "r");
+    if (f) {
+        size_t n = fread(msg, 1, sizeof msg - 1, f);
+        msg[n] = 0;
+        fclose(f);
+    }
+    return fail(err, KILN_ERR_IO, "the C compiler failed:\n%s", msg);
+}
+
+static kiln_status compile_c(const kiln_aot_options *o, const char *cflags, const char *dir,
+                             const char *name, bool exe, const char *output, char **err)
+{
+    const char *cc = o->cc ? o->cc : getenv("CC");
+    if (!cc || !*cc) cc = "cc";
+    char *flags = strdup(cflags ? cflags : "");
+    char *src = path_join(dir, "/", name), *log = path_join(dir, "/", "cc.log");
+    char *csrc = src ? path_join(src, ".c", "") : NULL, *msrc = src ? path_join(src, "_main.c", "") : NULL;
+    kiln_status st = KILN_OK;
+    if (!flags || !src || !log || !csrc || !msrc) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+    for (int zlib = exe ? 1 : 0; !st && zlib >= 0; zlib--) {
+        char *argv[48];
+        int n = 0;
+        argv[n++] = (char *)cc;
+        argv[n++] = "-O3";
+        for (char *save = NULL, *t = strtok_r(flags, " ", &save); t && n < 30;
+             t = strtok_r(NULL, " ", &save))
+            argv[n++] = t;
+        argv[n++] = "-std=c11";
+        argv[n++] = "-fno-math-errno";
+        argv[n++] = "-fopenmp-simd";
+        argv[n++] = "-fPIC";
+        if (!exe) argv[n++] = "-c";
+        argv[n++] = csrc;
+        if (exe) argv[n++] = msrc;
+        if (zlib) argv[n++] = "-DKILN_AOT_ZLIB";
+        argv[n++] = "-o";
+        argv[n++] = (char *)output;
+        if (exe) argv[n++] = "-lm";
+        if (zlib) argv[n++] = "-lz";
+        argv[n] = NULL;
+        st = run_cc(argv, log, o->verbose, err);
+        if (st && zlib) { /* no zlib here: without gzip input */
+            free(*err);
+            *err = NULL;
+            st = KILN_OK;
+            free(flags);
+            if (!(flags = strdup(cflags ? cflags : ""))) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        break;
+    }
+    free(flags);
+    free(src);
+    free(log);
+    free(csrc);
+    free(msrc);
+    return st;
+}
+
+static void rmtree_flat(const char *dir, const char *name)
+{
+    static const char *const suffix[] = {".c", ".h", "_main.c"};
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        char *p = path_join(dir, "/", name);
+        char *q = p ? path_join(p, suffix[i], "") : NULL;
+        if (q) unlink(q);
+        free(p);
+        free(q);
+    }
+    char *l = path_join(dir, "/cc.log", "");
+    if (l) unlink(l);
+    free(l);
+    rmdir(dir);
+}
+
+kiln_status kiln_aot_compile(const kiln_graph *forward, const kiln_aot_options *o, char **err)
+{
+    if (err) *err = NULL;
+    if (!forward || !o || !o->out || !*o->out)
+        return fail(err, KILN_ERR_INVALID, "kiln_aot_compile: %s",
+                    !forward ? "the graph is NULL" : "no output name (-o NAME)");
+    if (o->emit != KILN_AOT_C && !o->weights)
+        return fail(err, KILN_ERR_INVALID, "--emit %s needs --weights FILE.safetensors",
+                    o->emit == KILN_AOT_EXE ? "exe" : "lib");
+    if (!(o->norm_std > 0.0f))
+        return fail(err, KILN_ERR_INVALID, "the normalisation std must be positive");
+    char P[208], name[200];
+    kiln_aot_prefix(o->out, name, sizeof name);
+    snprintf(P, sizeof P, "%s_", name);
+    snprintf(name, sizeof name, "%s", base_name(o->out));
+    if (!*name || strchr(name, '"') || strchr(name, '\\'))
+        return fail(err, KILN_ERR_INVALID, "bad output name '%s'", o->out);
+    kiln_compile_options co = kiln_compile_defaults();
+    co.target = o->target;
+    kiln_aot_plan plan;
+    kiln_graph *cls = NULL;
+    kiln_status st = kiln_aot_classifier(forward, &cls, err);
+    if (st) return st;
+    forward = cls;
+    if ((st = kiln_aot_plan_build(forward, &co, &plan, err))) {
+        kiln_graph_free(cls);
+        return st;
+    }
+    sbuf blob = {0}, hdr = {0}, src = {0}, mainsrc = {0};
+    char *tmpdir = NULL, *outdir = NULL;
+    int64_t batch = 0;
+    for (int i = 0; i < plan.nt && !batch; i++)
+        if (is_io_in(&plan.t[i]) && plan.t[i].rank) batch = plan.t[i].shape[0];
+    if (o->emit == KILN_AOT_EXE) st = write_main(&mainsrc, &plan, P, name, &batch, err);
+    if (!st && o->weights) st = make_blob(forward, &plan, o->weights, &blob, err);
+    if (!st) {
+        write_header(&hdr, &plan, P, name, o, batch);
+        write_source(&src, &plan, P, name);
+        if (hdr.oom || src.oom || mainsrc.oom) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+    }
+    /* outputs: DIR/NAME.{weights,h,c,o} or DIR/NAME (the executable) */
+    char *w = path_join(o->out, ".weights", "");
+    if (!st && !w) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+    if (!st && o->weights) st = write_file(w, blob.s, blob.len, err);
+    if (!st && o->emit == KILN_AOT_C) {
+        char *h = path_join(o->out, ".h", ""), *c = path_join(o->out, ".c", "");
+        st = h && c ? write_file(h, hdr.s, hdr.len, err) : fail(err, KILN_ERR_NOMEM, "out of memory");
+        if (!st) st = write_file(c, src.s, src.len, err);
+        free(h);
+        free(c);
+    } else if (!st) {
+        const char *td = getenv("TMPDIR");
+        tmpdir = path_join(td && *td ? td : "/tmp", "/kiln-aot-XXXXXX", "");
+        if (!tmpdir || !mkdtemp(tmpdir)) {
+            st = fail(err, KILN_ERR_IO, "cannot make a temporary folder: %s", strerror(errno));
+        } else {
+            char *base = path_join(tmpdir, "/", name);
+            char *h = base ? path_join(base, ".h", "") : NULL, *c = base ? path_join(base, ".c", "") : NULL;
+            char *m = base ? path_join(base, "_main.c", "") : NULL;
+            if (!h || !c || !m) st = fail(err, KILN_ERR_NOMEM, "out of memory");
+            if (!st) st = write_file(h, hdr.s, hdr.len, err);
+            if (!st) st = write_file(c, src.s, src.len, err);
+            if (!st && o->emit == KILN_AOT_EXE) st = write_file(m, mainsrc.s, mainsrc.len, err);
+            if (!st) {
+                char *target = o->emit == KILN_AOT_EXE ? strdup(o->out) : path_join(o->out, ".o", "");
+                st = target ? compile_c(o, plan.cflags, tmpdir, name, o->emit == KILN_AOT_EXE,
+                                        target, err)
+                            : fail(err, KILN_ERR_NOMEM, "out of memory");
+                free(target);
+            }
+            if (!st && o->emit == KILN_AOT_LIB) {
+                char *oh = path_join(o->out, ".h", "");
+                st = oh ? write_file(oh, hdr.s, hdr.len, err) : fail(err, KILN_ERR_NOMEM, "out of memory");
+                free(oh);
+            }
+            if (st && err && *err) { /* keep the sources to look at */
+                char *e2 = path_join(*err, "\n(the generated sources are kept in ", tmpdir);
+                if (e2) {
+                    free(*err);
+                    *err = path_join(e2, ")", "");
+                    free(e2);
+                }
+            } else {
+                rmtree_flat(tmpdir, name);
+            }
+            free(base);
+            free(h);
+            free(c);
+            free(m);
+        }
+    }
+    free(w);
+    free(tmpdir);
+    free(outdir);
+    free(blob.s);
+    free(hdr.s);
+    free(src.s);
+    free(mainsrc.s);
+    kiln_aot_plan_free(&plan);
+    kiln_graph_free(cls);
+    return st;
+}
