@@ -343,7 +343,7 @@ static int64_t to_int(double v)
     return (int64_t)v;
 }
 
-static const char *binop_token(int op)
+const char *kiln_ce_binop_token(int op)
 {
     switch (op) {
     case KX_ADD:
@@ -581,7 +581,7 @@ static void put_expr(kctx *c, int32_t e, bool top)
     if (is_binary(x->op)) {
         kiln_sb_puts(b, lp);
         put_expr(c, x->a, false);
-        kiln_sb_printf(b, " %s ", binop_token(x->op));
+        kiln_sb_printf(b, " %s ", kiln_ce_binop_token(x->op));
         put_expr(c, x->b, false);
         kiln_sb_puts(b, rp);
         return;

@@ -57,6 +57,8 @@ void kiln_ce_put_expr(kctx *c, int32_t e, bool top);
 void kiln_ce_put_buf_param(kctx *c, int32_t i, bool restrict_ok, bool notes);
 void kiln_ce_put_scratch_decl(kctx *c, kiln_sbuf *b, int32_t i);
 void kiln_ce_put_stmts(kctx *c, int32_t s, int depth, int guard);
+/* The C operator of a binary op ("+", "<=", "&&", ...; "?" for none). */
+const char *kiln_ce_binop_token(int op);
 
 /* emit_par.c */
 void kiln_ce_put_outlined(kctx *c, int32_t s, int depth, int guard);

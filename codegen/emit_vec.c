@@ -528,36 +528,14 @@ static void put_name(vctx *v, int32_t e)
         kiln_sb_printf(v->c->b, "w%d", v->wn[e]);
 }
 
+/* The vector operator of op: the scalar one, except that masks combine
+ * bitwise; NULL where vectors have none (mod). */
 static const char *vop_token(int op)
 {
-    switch (op) {
-    case KX_ADD:
-        return "+";
-    case KX_SUB:
-        return "-";
-    case KX_MUL:
-        return "*";
-    case KX_DIV:
-        return "/";
-    case KX_LT:
-        return "<";
-    case KX_LE:
-        return "<=";
-    case KX_GT:
-        return ">";
-    case KX_GE:
-        return ">=";
-    case KX_EQ:
-        return "==";
-    case KX_NE:
-        return "!=";
-    case KX_AND:
-        return "&";
-    case KX_OR:
-        return "|";
-    default:
-        return NULL;
-    }
+    if (op == KX_AND) return "&";
+    if (op == KX_OR) return "|";
+    if (op == KX_MOD || !strcmp(kiln_ce_binop_token(op), "?")) return NULL;
+    return kiln_ce_binop_token(op);
 }
 
 /* The helper of an op applied through kiln_vW_<name>. */
