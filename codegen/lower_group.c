@@ -67,13 +67,29 @@ static bool is_virtual(void *ctx, int32_t node)
     return gr->nmembers > 1 && !gemm_anchor(c);
 }
 
-static int32_t memo_find(const gctx *c, int32_t node, int n, const int32_t *coords, bool scalar)
+/* Two coordinate expressions name the same index: the same expression, or
+ * equal integer constants (a size-1 axis reads index 0 wherever it comes
+ * from). */
+static bool same_coord(const kiln_kernel *k, int32_t a, int32_t b)
+{
+    if (a == b) return true;
+    if (a < 0 || b < 0 || a >= k->nexprs || b >= k->nexprs) return false;
+    const kiln_kexpr *x = &k->exprs[a], *y = &k->exprs[b];
+    return x->op == KX_CONST && y->op == KX_CONST && x->i == y->i &&
+           !kiln_dtype_is_float((kiln_dtype)x->dtype) && !kiln_dtype_is_float((kiln_dtype)y->dtype);
+}
+
+static int32_t memo_find(const gctx *c, const kiln_kernel *k, int32_t node, int n,
+                         const int32_t *coords, bool scalar)
 {
     for (int32_t i = c->nm - 1; i >= 0; i--) {
         const memo *m = &c->m[i];
         if (m->node != node) continue;
         if (scalar) return m->value;
-        if (m->n == n && !memcmp(m->coords, coords, (size_t)n * sizeof *coords)) return m->value;
+        if (m->n != n) continue;
+        bool same = true;
+        for (int d = 0; d < n && same; d++) same = same_coord(k, m->coords[d], coords[d]);
+        if (same) return m->value;
     }
     return -1;
 }
@@ -241,7 +257,7 @@ static int32_t value_at(kiln_kb *kb, void *ctx, int32_t node, const int32_t *coo
     const kiln_graph *g = c->g;
     const kiln_node *n = &g->nodes[node];
     bool scalar = kiln_node_numel(n) == 1;
-    int32_t v = memo_find(c, node, n->rank, coords, scalar);
+    int32_t v = memo_find(c, kiln_kb_kernel(kb), node, n->rank, coords, scalar);
     if (v >= 0) return v;
     if (!is_virtual(c, node)) {
         int32_t b = real_buf(kb, c, node);
@@ -414,7 +430,9 @@ static void lower_gemm(kiln_kb *kb, gctx *c)
                     .ldb = b->shape[1],
                     .ldc = n->shape[1]};
     kiln_kb_gemm(kb, &d);
-    int32_t coords[2] = {kiln_kx_var(kb, d.var_i), kiln_kx_var(kb, d.var_j)};
+    /* a size-1 axis is index 0, as the tail's broadcasting reads it */
+    int32_t coords[2] = {d.M == 1 ? kiln_kx_int(kb, 0) : kiln_kx_var(kb, d.var_i),
+                         d.N == 1 ? kiln_kx_int(kb, 0) : kiln_kx_var(kb, d.var_j)};
     /* the matmul's value: the sum in C */
     int32_t cv = kiln_kx_load(kb, d.c, kiln_kx_index(kb, d.c, 2, coords));
     memo_put(kb, c, gr->anchor, 2, coords, cv);

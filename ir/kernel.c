@@ -187,6 +187,8 @@ void kiln_kb_unvector(kiln_kb *kb)
 
 int kiln_kb_depth(const kiln_kb *kb) { return kb->depth; }
 
+const kiln_kernel *kiln_kb_kernel(const kiln_kb *kb) { return kb->k; }
+
 kiln_status kiln_kb_fail(kiln_kb *kb, kiln_status st, const char *msg)
 {
     return (kiln_status)fail(kb, st, msg);

@@ -224,6 +224,8 @@ kiln_status kiln_kb_fail(kiln_kb *kb, kiln_status st, const char *msg);
  * its iterations unfit for SIMD lanes). */
 void kiln_kb_unvector(kiln_kb *kb);
 int kiln_kb_depth(const kiln_kb *kb);
+/* The kernel being built (to inspect its expressions). */
+const kiln_kernel *kiln_kb_kernel(const kiln_kb *kb);
 
 /* Lowers node `node` of g into a new kernel through the op's `lower` rule.
  * *out is NULL (and the status OK) for leaves, which need no kernel. */

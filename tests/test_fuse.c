@@ -213,3 +213,36 @@ Test(fuse, inplace_reuse)
         cr_expect_float_eq(got[0][k], got[1][k], 1e-5f * fabsf(got[1][k]) + 1e-6f, "output %d", k);
     kiln_graph_free(g);
 }
+
+/* A matmul with one output row or column and a tail: the tail reads the sum
+ * at index 0 of the size-1 axis (the GEMM's epilogue must match it). */
+Test(fuse, gemm_tail_with_a_size_1_axis)
+{
+    for (int which = 0; which < 2; which++) {
+        kiln_graph *g = kiln_graph_new("row");
+        int64_t xs[] = {which ? 7 : 1, 33}, ws[] = {which ? 1 : 9, 33}, bs[] = {which ? 1 : 9};
+        kiln_value x = kiln_input(g, "x", KILN_F32, 2, xs);
+        kiln_value w = kiln_param(g, "w", KILN_F32, 2, ws, KILN_INIT_UNIFORM, 0.5);
+        kiln_value b = kiln_param(g, "b", KILN_F32, 1, bs, KILN_INIT_UNIFORM, 0.5);
+        kiln_value y = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w, 0, 1), b));
+        cr_assert_eq(kiln_set_output(g, y, "y"), KILN_OK);
+        float xv[7 * 33], got[2][63];
+        for (int i = 0; i < 7 * 33; i++) xv[i] = (float)((i * 37) % 19 - 9) / 8.0f;
+        for (int be = 0; be < 2; be++) {
+            kiln_compile_options o = kiln_compile_defaults();
+            o.backend = be ? KILN_BACKEND_REF : KILN_BACKEND_C;
+            kiln_program *p = NULL;
+            char *err = NULL;
+            cr_assert_eq(kiln_compile(g, &o, &p, &err), KILN_OK, "%s", err ? err : "");
+            cr_assert_eq(kiln_program_init_params(p, 7), KILN_OK);
+            cr_assert_eq(kiln_program_set(p, "x", xv, (size_t)(xs[0] * 33) * sizeof(float)), KILN_OK);
+            cr_assert_eq(kiln_program_run(p, "forward"), KILN_OK, "%s", kiln_program_error(p));
+            cr_assert_eq(kiln_program_get(p, "y", got[be], (size_t)(which ? 7 : 9) * sizeof(float)),
+                         KILN_OK);
+            kiln_program_free(p);
+        }
+        for (int i = 0; i < (which ? 7 : 9); i++)
+            cr_expect_float_eq(got[0][i], got[1][i], 1e-5f, "element %d", i);
+        kiln_graph_free(g);
+    }
+}
