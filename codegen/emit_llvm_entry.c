@@ -1,0 +1,430 @@
+/* codegen/emit_llvm_entry.c — the LLVM emitter's module: one internal
+ * function per kernel, one external `i32 @kiln_<entry>(ptr P, ptr S, ptr A,
+ * ptr rt)` per entry, and the target parameters the GEMM reads.
+ *
+ * Expects: a plan as codegen/codegen.h describes it (entries with graphs,
+ * places and kernels).
+ * Guarantees:
+ *   - a kernel function takes its parameter buffers (every buffer but
+ *     consts and scratch arrays, in buffer order; `noalias` where the C
+ *     emitter writes `restrict`: no storage shared with a buffer one of
+ *     them writes) and the kiln_rt pointer, and returns 0 or a check code;
+ *   - kernels that are the same in two entries (same IR, same constants,
+ *     same aliasing) are built once, as the C emitter writes them once;
+ *   - an entry calls its kernels in order on their places (P/S/A + offset)
+ *     and returns (kernel index) * 8 + (check code) from the first kernel
+ *     whose check fails, else 0; P, S and A are `noalias` (C's restrict);
+ *   - a buffer without a place, an unsupported dtype or a malformed kernel
+ *     fails the build with a message naming the entry and kernel; the
+ *     module is verified (LLVMVerifyModule) before it is handed out.
+ */
+#include "codegen/emit_llvm_internal.h"
+
+#if KILN_HAVE_LLVM
+
+#include "ir/ops.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- buffers ---- */
+
+static size_t buf_bytes(const kiln_kbuf *kb)
+{
+    return (size_t)kiln_shape_numel(kb->rank, kb->shape) * kiln_dtype_size((kiln_dtype)kb->dtype);
+}
+
+/* The C emitter's classification (codegen/emit_c.c, classify_bufs). */
+static void classify(const kiln_kernel *k, const kiln_plan_entry *e, bufinfo *bi)
+{
+    for (int32_t i = 0; i < k->nbufs; i++) {
+        int32_t node = k->bufs[i].node;
+        bool is_const = node >= 0 && node < e->g->nnodes && e->g->nodes[node].op == KILN_OP_CONST;
+        bool scratch = node < 0;
+        bi[i] = (bufinfo){.param = !is_const && !scratch,
+                          .scratch = scratch,
+                          .written = k->bufs[i].written != 0,
+                          .restrict_ok = true};
+    }
+    for (int32_t x = 0; x < k->nexprs; x++)
+        if (k->exprs[x].op == KX_LOAD && k->exprs[x].a >= 0 && k->exprs[x].a < k->nbufs)
+            bi[k->exprs[x].a].read = true;
+    for (int32_t i = 0; i < k->nbufs; i++) {
+        if (!bi[i].param) continue;
+        int32_t ni = k->bufs[i].node;
+        if (ni < 0 || ni >= e->g->nnodes) continue;
+        kiln_place pi = e->place[ni];
+        size_t si = buf_bytes(&k->bufs[i]);
+        for (int32_t j = 0; j < k->nbufs; j++) {
+            if (j == i || !bi[j].param) continue;
+            if (!k->bufs[i].written && !k->bufs[j].written) continue;
+            int32_t nj = k->bufs[j].node;
+            if (nj < 0 || nj >= e->g->nnodes) continue;
+            kiln_place pj = e->place[nj];
+            size_t sj = buf_bytes(&k->bufs[j]);
+            if (pi.space == pj.space && pi.space != KILN_SPACE_NONE &&
+                pi.offset < pj.offset + (int64_t)sj && pj.offset < pi.offset + (int64_t)si) {
+                bi[i].restrict_ok = false;
+                if (pi.offset != pj.offset || si != sj) bi[i].partial_overlap = true;
+            }
+        }
+    }
+}
+
+/* ---- kernels built once ---- */
+
+typedef struct kfunc {
+    const kiln_kernel *k;
+    const kiln_plan_entry *e;
+    bufinfo *bi;
+    LLVMValueRef fn;
+    LLVMTypeRef fty;
+} kfunc;
+
+static bool same_double(double a, double b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
+
+static double const_value(const kiln_plan_entry *e, int32_t node)
+{
+    return kiln_attr_get_float(&e->g->nodes[node], "value");
+}
+
+/* Whether two kernels build the same function. */
+static bool same_kernel(const kfunc *f, const kiln_kernel *k, const kiln_plan_entry *e,
+                        const bufinfo *bi)
+{
+    const kiln_kernel *a = f->k;
+    if (a->nbufs != k->nbufs || a->nexprs != k->nexprs || a->nstmts != k->nstmts ||
+        a->body != k->body || a->nvars != k->nvars || a->nlocals != k->nlocals ||
+        a->ngemms != k->ngemms || a->nchecks != k->nchecks)
+        return false;
+    for (int32_t i = 0; i < k->nbufs; i++) {
+        const kiln_kbuf *x = &a->bufs[i], *y = &k->bufs[i];
+        const bufinfo *p = &f->bi[i], *q = &bi[i];
+        if ((x->node < 0) != (y->node < 0) || x->dtype != y->dtype || x->written != y->written ||
+            x->rank != y->rank ||
+            memcmp(x->shape, y->shape, (size_t)x->rank * sizeof x->shape[0]) ||
+            p->param != q->param || p->read != q->read || p->written != q->written ||
+            p->restrict_ok != q->restrict_ok || p->partial_overlap != q->partial_overlap ||
+            p->scratch != q->scratch)
+            return false;
+        if (x->node >= 0 && !p->param && !p->scratch) { /* consts: their values */
+            if (f->e->g->nodes[x->node].dtype != e->g->nodes[y->node].dtype ||
+                !same_double(const_value(f->e, x->node), const_value(e, y->node)))
+                return false;
+        }
+    }
+    for (int32_t i = 0; i < k->nexprs; i++) {
+        const kiln_kexpr *x = &a->exprs[i], *y = &k->exprs[i];
+        if (x->op != y->op || x->dtype != y->dtype || x->a != y->a || x->b != y->b ||
+            x->c != y->c || !same_double(x->f, y->f) || x->i != y->i)
+            return false;
+    }
+    for (int32_t i = 0; i < k->nstmts; i++) {
+        const kiln_kstmt *x = &a->stmts[i], *y = &k->stmts[i];
+        if (x->kind != y->kind || x->parallel != y->parallel || x->vector != y->vector ||
+            x->unroll != y->unroll || x->var != y->var || x->extent != y->extent ||
+            x->buf != y->buf || x->index != y->index || x->value != y->value ||
+            x->body != y->body || x->next != y->next)
+            return false;
+    }
+    if (k->nlocals && memcmp(a->local_dtype, k->local_dtype, (size_t)k->nlocals)) return false;
+    for (int32_t i = 0; i < k->ngemms; i++) {
+        const kiln_kgemm *x = &a->gemms[i], *y = &k->gemms[i];
+        if (x->a != y->a || x->b != y->b || x->c != y->c || x->M != y->M || x->N != y->N ||
+            x->K != y->K || x->ta != y->ta || x->tb != y->tb || x->lda != y->lda ||
+            x->ldb != y->ldb || x->ldc != y->ldc || x->var_i != y->var_i || x->var_j != y->var_j)
+            return false;
+    }
+    return true;
+}
+
+/* A C identifier from s. */
+static void ident_from(char *out, size_t len, const char *s)
+{
+    snprintf(out, len, "%s%s", (s && *s && !isdigit((unsigned char)*s)) ? "" : "k_", s ? s : "");
+    for (char *p = out; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '_')) *p = '_';
+}
+
+static LLVMValueRef emit_kernel(kl_mod *m, const kiln_plan_entry *e, const kiln_kernel *k,
+                                const bufinfo *bi, LLVMTypeRef *fty_out)
+{
+    int np = 0;
+    for (int32_t i = 0; i < k->nbufs; i++)
+        np += bi[i].param;
+    LLVMTypeRef *pt = malloc(((size_t)np + 1) * sizeof *pt);
+    uint8_t *outline = calloc((size_t)k->nstmts + 1, 1);
+    int32_t *owner = calloc((size_t)k->nlocals + 1, sizeof *owner);
+    int32_t *sowner = calloc((size_t)k->nbufs + 1, sizeof *sowner);
+    LLVMValueRef fn = NULL;
+    if (!pt || !outline || !owner || !sowner) {
+        kl_fail(m, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i <= np; i++)
+        pt[i] = m->t_ptr;
+    LLVMTypeRef fty = LLVMFunctionType(m->t_i32, pt, (unsigned)np + 1, 0);
+    *fty_out = fty;
+    char name[80];
+    ident_from(name, sizeof name, k->name);
+    kl_fn f;
+    if (!kl_fn_open(&f, m, k, e->g, bi, name, fty)) {
+        kl_fn_close(&f);
+        goto done;
+    }
+    fn = f.fn;
+    f.is_kernel = true;
+    /* kernels stay functions of their own: inlining them into the entry gains
+     * nothing (each runs once per call) and makes one huge function that
+     * the optimiser handles in superlinear time */
+    kl_attr(m, fn, LLVMAttributeFunctionIndex, "noinline");
+    f.rt = LLVMGetParam(fn, (unsigned)np);
+    for (int32_t i = 0, p = 0; i < k->nbufs; i++) {
+        if (!bi[i].param) continue;
+        f.buf[i] = LLVMGetParam(fn, (unsigned)p);
+        if (bi[i].restrict_ok) kl_attr(m, fn, (unsigned)p + 1, "noalias");
+        p++;
+    }
+    if (kiln_ce_plan_outlining(k, bi, outline, owner, sowner) < 0) {
+        kl_fail(m, "out of memory");
+    } else {
+        f.outline = outline;
+        f.owner = owner;
+        f.sowner = sowner;
+        kl_stmts(&f, k->body, true);
+    }
+    LLVMBuildRet(m->b, kl_i32(m, 0));
+    kl_fn_close(&f);
+done:
+    free(pt);
+    free(outline);
+    free(owner);
+    free(sowner);
+    return fn;
+}
+
+static LLVMValueRef space_base(LLVMValueRef entry, int space)
+{
+    switch (space) {
+    case KILN_SPACE_P:
+        return LLVMGetParam(entry, 0);
+    case KILN_SPACE_S:
+        return LLVMGetParam(entry, 1);
+    case KILN_SPACE_A:
+        return LLVMGetParam(entry, 2);
+    default:
+        return NULL;
+    }
+}
+
+/* One kernel call in entry `ent`: its arguments are the places of its
+ * buffers; a check's code leaves the entry as index * 8 + code. */
+static void emit_call(kl_mod *m, LLVMValueRef ent, const kiln_plan_entry *e, int ki,
+                      const kfunc *kf)
+{
+    const kiln_kernel *k = e->kernels[ki];
+    LLVMValueRef *args = malloc(((size_t)k->nbufs + 1) * sizeof *args);
+    if (!args) {
+        kl_fail(m, "out of memory");
+        return;
+    }
+    unsigned na = 0;
+    for (int32_t i = 0; i < k->nbufs; i++) {
+        if (!kf->bi[i].param) continue;
+        int32_t node = k->bufs[i].node;
+        LLVMValueRef base = NULL;
+        int64_t off = 0;
+        if (node >= 0 && node < e->g->nnodes) {
+            base = space_base(ent, e->place[node].space);
+            off = e->place[node].offset;
+        }
+        if (!base) {
+            kl_fail(m, "entry %s, kernel %s: a buffer has no place", e->name, k->name);
+            base = LLVMGetParam(ent, 2);
+        }
+        LLVMValueRef o = kl_i64(m, off);
+        args[na++] = LLVMBuildInBoundsGEP2(m->b, m->t_i8, base, &o, 1, "");
+    }
+    args[na++] = LLVMGetParam(ent, 3);
+    LLVMValueRef rc = kl_call(m, kf->fty, kf->fn, args, na);
+    free(args);
+    if (k->nchecks <= 0) return;
+    LLVMValueRef fn = ent;
+    LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(m->c, fn, "failed");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(m->c, fn, "next");
+    LLVMBuildCondBr(m->b, LLVMBuildICmp(m->b, LLVMIntNE, rc, kl_i32(m, 0), ""), bad, ok);
+    LLVMPositionBuilderAtEnd(m->b, bad);
+    LLVMBuildRet(m->b, LLVMBuildAdd(m->b, kl_i32(m, (int64_t)ki * 8), rc, ""));
+    LLVMPositionBuilderAtEnd(m->b, ok);
+}
+
+/* ---- targets ---- */
+
+static bool has_feature(const char *features, const char *f)
+{
+    if (!features) return false;
+    size_t n = strlen(f);
+    for (const char *p = features; (p = strstr(p, f)); p += n)
+        if ((p == features || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return true;
+    return false;
+}
+
+void kl_target_from(const char *cpu, const char *features, const char *triple, int *vw, bool *fma)
+{
+    bool arm = triple && (strstr(triple, "aarch64") || strstr(triple, "arm64"));
+    if (features && *features) {
+        *vw = has_feature(features, "+avx512f") ? 16 : has_feature(features, "+avx") ? 8 : 4;
+        *fma = has_feature(features, "+fma") || arm || has_feature(features, "+neon");
+        return;
+    }
+    static const char *const w16[] = {
+        "skylake-avx512", "cascadelake", "cooperlake",     "icelake-client",
+        "icelake-server", "tigerlake",   "sapphirerapids", "znver4",
+        "znver5",         "x86-64-v4",   "graniterapids",  "emeraldrapids",
+        "rocketlake",     NULL};
+    static const char *const w8[] = {
+        "haswell", "broadwell", "skylake",   "alderlake", "raptorlake", "meteorlake", "znver1",
+        "znver2",  "znver3",    "x86-64-v3", "bdver2",    "bdver3",     "bdver4",     NULL};
+    *vw = 4;
+    *fma = arm;
+    for (int i = 0; cpu && w16[i]; i++)
+        if (!strcmp(cpu, w16[i])) *vw = 16, *fma = true;
+    for (int i = 0; cpu && w8[i]; i++)
+        if (!strcmp(cpu, w8[i])) *vw = 8, *fma = true;
+}
+
+void kl_host_target(char **cpu, char **features, int *vw, bool *fma)
+{
+    *cpu = LLVMGetHostCPUName();
+    *features = LLVMGetHostCPUFeatures();
+    char *triple = LLVMGetDefaultTargetTriple();
+    kl_target_from(*cpu, *features, triple, vw, fma);
+    LLVMDisposeMessage(triple);
+}
+
+/* ---- the module ---- */
+
+static void init_types(kl_mod *m)
+{
+    LLVMContextRef c = m->c;
+    m->t_void = LLVMVoidTypeInContext(c);
+    m->t_i1 = LLVMInt1TypeInContext(c);
+    m->t_i8 = LLVMInt8TypeInContext(c);
+    m->t_i32 = LLVMInt32TypeInContext(c);
+    m->t_i64 = LLVMInt64TypeInContext(c);
+    m->t_f32 = LLVMFloatTypeInContext(c);
+    m->t_f64 = LLVMDoubleTypeInContext(c);
+    m->t_ptr = kl_ptr(c, m->t_i8);
+    LLVMTypeRef task[3] = {m->t_ptr, m->t_i64, m->t_i64};
+    m->t_task = LLVMFunctionType(m->t_void, task, 3, 0);
+    LLVMTypeRef pfor[4] = {m->t_ptr, m->t_i64, kl_ptr(c, m->t_task), m->t_ptr};
+    m->t_pfor = LLVMFunctionType(m->t_void, pfor, 4, 0);
+    LLVMTypeRef rt[2] = {m->t_ptr, kl_ptr(c, m->t_pfor)};
+    m->t_rt = LLVMStructTypeInContext(c, rt, 2, 0);
+    m->md_loop = LLVMGetMDKindIDInContext(c, "llvm.loop", 9);
+}
+
+kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, bool fma,
+                            LLVMModuleRef *out, char **err)
+{
+    *out = NULL;
+    if (!plan) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_llvm: no plan");
+    kl_mod m;
+    memset(&m, 0, sizeof m);
+    m.c = c;
+    m.m = LLVMModuleCreateWithNameInContext("kiln", c);
+    m.b = LLVMCreateBuilderInContext(c);
+    m.vw = vw;
+    m.fma = fma;
+    init_types(&m);
+    int total = 0;
+    for (int ei = 0; ei < plan->nentries; ei++)
+        total += plan->entries[ei].nkernels;
+    kfunc *funcs = calloc((size_t)total + 1, sizeof *funcs);
+    int *fidx = calloc((size_t)total + 1, sizeof *fidx);
+    int nfuncs = 0;
+    if (!funcs || !fidx) kl_fail(&m, "out of memory");
+    /* kernels, once each */
+    for (int ei = 0, slot = 0; ei < plan->nentries && !m.error; ei++) {
+        const kiln_plan_entry *e = &plan->entries[ei];
+        for (int ki = 0; ki < e->nkernels && !m.error; ki++, slot++) {
+            const kiln_kernel *k = e->kernels ? e->kernels[ki] : NULL;
+            if (!k || !e->g || !e->place) {
+                kl_fail(&m, "entry %s: kernel %d is missing, or the entry has no graph or places",
+                        e->name ? e->name : "?", ki);
+                break;
+            }
+            bufinfo *bi = calloc((size_t)k->nbufs + 1, sizeof *bi);
+            if (!bi) {
+                kl_fail(&m, "out of memory");
+                break;
+            }
+            classify(k, e, bi);
+            int f = -1;
+            for (int i = 0; i < nfuncs && f < 0; i++)
+                if (same_kernel(&funcs[i], k, e, bi)) f = i;
+            if (f >= 0) {
+                free(bi);
+            } else {
+                f = nfuncs++;
+                funcs[f] = (kfunc){.k = k, .e = e, .bi = bi};
+                funcs[f].fn = emit_kernel(&m, e, k, bi, &funcs[f].fty);
+                if (!funcs[f].fn) kl_fail(&m, "kernel %s could not be built", k->name);
+            }
+            fidx[slot] = f;
+        }
+    }
+    /* entries */
+    LLVMTypeRef ept[4] = {m.t_ptr, m.t_ptr, m.t_ptr, m.t_ptr};
+    LLVMTypeRef ety = LLVMFunctionType(m.t_i32, ept, 4, 0);
+    for (int ei = 0, slot = 0; ei < plan->nentries && !m.error; ei++) {
+        const kiln_plan_entry *e = &plan->entries[ei];
+        char en[64], sym[80];
+        ident_from(en, sizeof en, e->name);
+        if (!e->name || strcmp(en, e->name)) {
+            kl_fail(&m, "entry name '%s' is not a C identifier", e->name ? e->name : "(null)");
+            break;
+        }
+        snprintf(sym, sizeof sym, "kiln_%s", en);
+        LLVMValueRef ent = LLVMAddFunction(m.m, sym, ety);
+        kl_attr(&m, ent, LLVMAttributeFunctionIndex, "nounwind");
+        for (unsigned p = 1; p <= 3; p++)
+            kl_attr(&m, ent, p, "noalias");
+        LLVMPositionBuilderAtEnd(m.b, LLVMAppendBasicBlockInContext(c, ent, "entry"));
+        for (int ki = 0; ki < e->nkernels && !m.error; ki++, slot++)
+            emit_call(&m, ent, e, ki, &funcs[fidx[slot]]);
+        LLVMBuildRet(m.b, kl_i32(&m, 0));
+    }
+    for (int i = 0; i < nfuncs; i++)
+        free(funcs[i].bi);
+    free(funcs);
+    free(fidx);
+    LLVMDisposeBuilder(m.b);
+    if (m.error) {
+        kiln_status st = strstr(m.error, "out of memory") ? KILN_ERR_NOMEM
+                         : strstr(m.error, "unsupported") ? KILN_ERR_UNSUPPORTED
+                                                          : KILN_ERR_INVALID;
+        LLVMDisposeModule(m.m);
+        return kiln_set_err(err, st, "kiln_llvm: %s", m.error);
+    }
+    char *msg = NULL;
+    if (LLVMVerifyModule(m.m, LLVMReturnStatusAction, &msg)) {
+        kiln_status st = kiln_set_err(err, KILN_ERR_INTERNAL,
+                                      "kiln_llvm: the module does not verify: %s", msg ? msg : "?");
+        LLVMDisposeMessage(msg);
+        LLVMDisposeModule(m.m);
+        return st;
+    }
+    LLVMDisposeMessage(msg);
+    *out = m.m;
+    return KILN_OK;
+}
+
+#else
+typedef int kiln_emit_llvm_entry_unused; /* built without LLVM */
+#endif
