@@ -29,6 +29,7 @@
  * (KILN_SPACE_NONE: the emitter inlines them).
  */
 #include "codegen/codegen.h"
+#include "codegen/llvm.h"
 #include "codegen/lower_group.h"
 #include "codegen/target.h"
 #include "ir/ops.h"
@@ -95,6 +96,7 @@ struct kiln_program {
     kiln_backend backend;
     char *mem[4]; /* indexed by kiln_space: [KILN_SPACE_P], [_S], [_A] */
     kiln_so *so;
+    kiln_llvm_jit *jit; /* LLVM backend */
     kiln_entry_fn fn[MAX_ENTRIES];
     kiln_pool *pool; /* C backend: the kernels' threads */
     kiln_rt rt;      /* what entries get: the pool and its parallel_for */
@@ -729,6 +731,7 @@ void kiln_program_free(kiln_program *p)
     for (int e = 0; e < MAX_ENTRIES; e++) kiln_interp_free(p->it[e]);
     if (p->so) kiln_so_close(p->so);
     kiln_pool_free(p->pool);
+    kiln_llvm_free(p->jit);
     built_free(&p->b);
     for (int s = 0; s < 4; s++) free(p->mem[s]);
     free(p->scratch);
@@ -757,6 +760,50 @@ static double flops_of(const kiln_graph *g)
     return total;
 }
 
+/* The pool and the entry points of a compiled program, from `sym` (the
+ * loaded object's or the JIT's symbol lookup). */
+static kiln_status bind_entries(kiln_program *p, const kiln_compile_options *opt,
+                                void *(*sym)(void *, const char *), void *obj, char **err)
+{
+    if (!(p->pool = kiln_pool_new(opt->threads))) {
+        set_err(err, "kiln_compile: out of memory creating the thread pool");
+        return KILN_ERR_NOMEM;
+    }
+    p->rt = kiln_pool_rt(p->pool);
+    p->stats.threads = kiln_pool_threads(p->pool);
+    for (int e = 0; e < p->b.plan.nentries; e++) {
+        char name[64];
+        snprintf(name, sizeof name, "kiln_%s", p->b.plan.entries[e].name);
+        void *addr = sym(obj, name);
+        if (!addr) {
+            set_err(err, "kiln_compile: the compiled program has no entry point '%s'", name);
+            return KILN_ERR_INTERNAL;
+        }
+        memcpy(&p->fn[e], &addr, sizeof p->fn[e]); /* object to function pointer */
+    }
+    return KILN_OK;
+}
+
+static void *so_sym(void *so, const char *name) { return kiln_so_sym(so, name); }
+static void *jit_sym(void *jit, const char *name) { return kiln_llvm_sym(jit, name); }
+
+/* The LLVM backend: the same plan JIT-compiled in process (codegen/llvm.h). */
+static kiln_status load_llvm(kiln_program *p, const kiln_compile_options *opt, char **err)
+{
+    char *lerr = NULL;
+    double secs = 0.0;
+    kiln_status st = kiln_llvm_load(&p->b.plan, &p->jit, &secs, &lerr);
+    if (st) {
+        set_err(err, "kiln_compile: %s", lerr ? lerr : kiln_status_str(st));
+        free(lerr);
+        p->jit = NULL;
+        return st;
+    }
+    free(lerr);
+    p->stats.cached = 0;
+    return bind_entries(p, opt, jit_sym, p->jit, err);
+}
+
 static kiln_status load_c(kiln_program *p, const kiln_compile_options *opt, char **err)
 {
     char *src = kiln_emit_c_source(&p->b.plan);
@@ -778,23 +825,7 @@ static kiln_status load_c(kiln_program *p, const kiln_compile_options *opt, char
     }
     free(ccerr);
     p->stats.cached = cached;
-    if (!(p->pool = kiln_pool_new(opt->threads))) {
-        set_err(err, "kiln_compile: out of memory creating the thread pool");
-        return KILN_ERR_NOMEM;
-    }
-    p->rt = kiln_pool_rt(p->pool);
-    p->stats.threads = kiln_pool_threads(p->pool);
-    for (int e = 0; e < p->b.plan.nentries; e++) {
-        char sym[64];
-        snprintf(sym, sizeof sym, "kiln_%s", p->b.plan.entries[e].name);
-        void *addr = kiln_so_sym(p->so, sym);
-        if (!addr) {
-            set_err(err, "kiln_compile: the compiled program has no entry point '%s'", sym);
-            return KILN_ERR_INTERNAL;
-        }
-        memcpy(&p->fn[e], &addr, sizeof p->fn[e]); /* object to function pointer */
-    }
-    return KILN_OK;
+    return bind_entries(p, opt, so_sym, p->so, err);
 }
 
 static kiln_status load_ref(kiln_program *p, char **err)
@@ -841,8 +872,9 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
                 opt->threads);
         return KILN_ERR_INVALID;
     }
-    if (opt->backend != KILN_BACKEND_C && opt->backend != KILN_BACKEND_REF) {
-        set_err(err, "kiln_compile: unknown backend %d (KILN_BACKEND_C or KILN_BACKEND_REF)",
+    if (opt->backend != KILN_BACKEND_C && opt->backend != KILN_BACKEND_REF &&
+        opt->backend != KILN_BACKEND_LLVM) {
+        set_err(err, "kiln_compile: unknown backend %d (KILN_BACKEND_C, _REF or _LLVM)",
                 (int)opt->backend);
         return KILN_ERR_INVALID;
     }
@@ -853,7 +885,7 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
         return KILN_ERR_NOMEM;
     }
     p->backend = opt->backend;
-    kiln_status st = build(forward, opt, opt->backend == KILN_BACKEND_C, &p->b);
+    kiln_status st = build(forward, opt, opt->backend != KILN_BACKEND_REF, &p->b);
     if (st) {
         set_err(err, "kiln_compile: %s", p->b.err[0] ? p->b.err : kiln_status_str(st));
         kiln_program_free(p);
@@ -868,7 +900,9 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
         kiln_program_free(p);
         return KILN_ERR_NOMEM;
     }
-    st = opt->backend == KILN_BACKEND_C ? load_c(p, opt, err) : load_ref(p, err);
+    st = opt->backend == KILN_BACKEND_C      ? load_c(p, opt, err)
+         : opt->backend == KILN_BACKEND_LLVM ? load_llvm(p, opt, err)
+                                             : load_ref(p, err);
     if (st) {
         kiln_program_free(p);
         return st;
@@ -906,12 +940,14 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
     s->num_kernels = !p->b.plan.nentries ? 0
                    : p->b.fusion[ke] ? p->b.plan.entries[ke].nkernels
                                      : kernels_of(p->b.graphs[ke]);
-    if (opt->backend != KILN_BACKEND_C) s->threads = 1;
+    if (opt->backend == KILN_BACKEND_REF) s->threads = 1;
     s->compile_seconds = now_seconds() - t0;
     if (opt->verbose)
         fprintf(stderr, "kiln: compiled '%s' (%s backend%s) in %.3f s: P %zu, S %zu, A %zu bytes, "
                 "%d kernels in %s, %d thread%s\n", forward->name ? forward->name : "?",
-                opt->backend == KILN_BACKEND_C ? "C" : "reference",
+                opt->backend == KILN_BACKEND_C      ? "C"
+                : opt->backend == KILN_BACKEND_LLVM ? "LLVM"
+                                                    : "reference",
                 s->cached ? ", cached" : "", s->compile_seconds, plan->p_bytes, plan->s_bytes,
                 plan->a_bytes, s->num_kernels,
                 plan->nentries ? plan->entries[ke].name : "-", s->threads,

@@ -1,7 +1,7 @@
 /* tools/kiln.c — the `kiln` command line: dispatch and option parsing.
  *
  *   kiln train MODEL    [--data DIR] [--epochs N] [--lr X] [--bs N] [--opt adamw|sgd]
- *                       [--wd X] [--seed N] [--backend c|ref] [--save FILE] [--load FILE]
+ *                       [--wd X] [--seed N] [--backend c|llvm|ref] [--save FILE] [--load FILE]
  *                       [--history FILE] [--schedule one-cycle|const] [--limit N]
  *                       [--threads N] [--target NAME]
  *   kiln lr-find MODEL  [--plot FILE.svg] [same data and model options]
@@ -46,7 +46,7 @@ static const char usage_text[] =
     "  --nesterov          SGD with Nesterov momentum\n"
     "  --wd X              weight decay (default 1e-2)\n"
     "  --seed N            initialisation and shuffle seed (default 42)\n"
-    "  --backend c|ref     generated C (default) or the reference interpreter\n"
+    "  --backend c|llvm|ref  generated C (default), LLVM JIT, or the reference interpreter\n"
     "  --threads N         threads the kernels run on (default: one per core)\n"
     "  --target NAME       train, compile: the machine the C code is for: native (default:\n"
     "                      this one), avx512, avx2, neon or scalar (GEMM kernels, vector loops)\n"
@@ -180,8 +180,9 @@ bool cli_compile_options(const cli *c, kiln_compile_options *o)
 {
     *o = kiln_compile_defaults();
     if (c->backend && !strcmp(c->backend, "ref")) o->backend = KILN_BACKEND_REF;
+    else if (c->backend && !strcmp(c->backend, "llvm")) o->backend = KILN_BACKEND_LLVM;
     else if (c->backend && strcmp(c->backend, "c")) {
-        fprintf(stderr, "kiln %s: unknown backend '%s' (c, ref)\n", c->cmd, c->backend);
+        fprintf(stderr, "kiln %s: unknown backend '%s' (c, llvm, ref)\n", c->cmd, c->backend);
         return false;
     }
     if (c->opt && !strcmp(c->opt, "sgd")) o->train.optimizer = KILN_OPT_SGD;

@@ -93,7 +93,9 @@ static int session_start(const cli *c, session *s)
         t0 += ps.compile_seconds;
     }
     fprintf(stderr, "kiln: %s compiled (%s backend%s) in %.2f s; %d thread%s\n", c->model,
-            co.backend == KILN_BACKEND_C ? "C" : "reference",
+            co.backend == KILN_BACKEND_C      ? "C"
+            : co.backend == KILN_BACKEND_LLVM ? "LLVM"
+                                              : "reference",
             co.backend == KILN_BACKEND_C && ps.cached ? ", cached" : "", t0, ps.threads,
             ps.threads == 1 ? "" : "s");
     kiln_program_init_params(s->prog, c->seed);

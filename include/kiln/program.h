@@ -22,6 +22,8 @@ typedef struct kiln_program kiln_program;
 typedef enum kiln_backend {
     KILN_BACKEND_C,   /* generated C, compiled by the system C compiler, dlopen'd */
     KILN_BACKEND_REF, /* the reference interpreter (slow; the oracle) */
+    KILN_BACKEND_LLVM, /* the same kernels built with LLVM and JIT-compiled in process
+                          (KILN_ERR_UNSUPPORTED when kiln was built without LLVM) */
 } kiln_backend;
 
 typedef struct kiln_compile_options {
