@@ -316,3 +316,18 @@ Test(bench, bad_usage)
     want_usage_error(ARGS("step"), "needs a model file");
     want_usage_error(ARGS("step", "no/such/model.kiln"), "no/such/model.kiln");
 }
+
+/* C cold, C warm and (when kiln has LLVM) LLVM: one JSON line each (no
+ * rate: a compile time is seconds only); the warm start is a cache hit. */
+Test(bench, compile_json)
+{
+    run r = bench(ARGS("compile", KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", "--bs", "8",
+                       "--json"));
+    want_status(&r, 0, "bench compile");
+    int n = 0;
+    for (const char *p = r.out; (p = strstr(p, "{\"name\":\"compile\"")); p++) n++;
+    cr_assert(n == 3 || n == 2, "%s", r.out);
+    cr_assert_not_null(strstr(r.out, "\"cached\":1"), "the warm start missed the cache: %s", r.out);
+    cr_assert_not_null(strstr(r.out, "\"seconds_min\":"), "%s", r.out);
+    run_free(&r);
+}

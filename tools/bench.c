@@ -60,10 +60,12 @@
 
 #include "codegen/codegen.h"
 #include "codegen/gemm.h"
+#include "codegen/llvm.h"
 #include "codegen/target.h"
 #include "ir/graph.h"
 #include "runtime/threadpool.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
@@ -72,6 +74,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- options ---------------------------------------------------------- */
 
@@ -96,6 +99,7 @@ static const char bench_usage[] =
     "           [--shapes MxNxK[:tatb],...] [--no-peer] [--tune] [--threads N]\n"
     "  eltwise  relu(x * a + 0.5) * 2 (GB/s)              [--size N floats] [--threads N]\n"
     "  step     a model's train_step                     MODEL [--bs N] [--steps N] [--threads N]\n"
+    "  compile  compile times: C cold, C warm, LLVM      MODEL [--bs N]\n"
     "  common   --repeats N (5)  --json  --no-ref  -v\n";
 
 static int usage_error(const char *sub, const char *fmt, const char *arg)
@@ -145,8 +149,10 @@ static int parse_args(int argc, char **argv, bopts *o)
     else if (!strcmp(o->sub, "gemm")) allowed = "--sizes --shapes --tune --no-peer";
     else if (!strcmp(o->sub, "eltwise")) allowed = "--size";
     else if (!strcmp(o->sub, "step")) allowed = "--bs --batch --steps";
+    else if (!strcmp(o->sub, "compile")) allowed = "--bs --batch";
     else {
-        fprintf(stderr, "kiln bench: unknown benchmark '%s' (peak, stream, gemm, eltwise, step)\n",
+        fprintf(stderr, "kiln bench: unknown benchmark '%s' (peak, stream, gemm, eltwise, step, "
+                        "compile)\n",
                 o->sub);
         return EXIT_USAGE;
     }
@@ -154,7 +160,7 @@ static int parse_args(int argc, char **argv, bopts *o)
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || !a[1]) {
-            if (strcmp(o->sub, "step") || o->model)
+            if ((strcmp(o->sub, "step") && strcmp(o->sub, "compile")) || o->model)
                 return usage_error(o->sub, "unexpected argument '%s'", a);
             o->model = a;
             continue;
@@ -191,7 +197,7 @@ static int parse_args(int argc, char **argv, bopts *o)
             }
         }
     }
-    if (!strcmp(o->sub, "step") && !o->model)
+    if ((!strcmp(o->sub, "step") || !strcmp(o->sub, "compile")) && !o->model)
         return usage_error(o->sub, "needs a model file (e.g. %s)", "examples/fashion_mlp.kiln");
     o->threads = threads ? (int)threads : kiln_num_cores();
     return 0;
@@ -1095,6 +1101,75 @@ static int step_call(void *ctx)
     return 0;
 }
 
+/* Removes a compile cache made for one measurement (files only). */
+static void remove_cache_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char path[4096];
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* kiln bench compile MODEL: the time to compile the model's programs (train,
+ * eval, forward) with the C backend from an empty cache and again from the
+ * warm cache, and with the LLVM backend in process when kiln has it. */
+static int bench_compile(const bopts *o)
+{
+    cli c;
+    memset(&c, 0, sizeof c);
+    c.cmd = "bench compile";
+    c.model = o->model;
+    c.threads = o->threads;
+    kiln_compile_options co;
+    if (!cli_compile_options(&c, &co)) return EXIT_USAGE;
+    kiln_graph *g = cli_load_model(&c, o->bs);
+    if (!g) return EXIT_USAGE;
+    char dir[] = "/tmp/kiln-bench-compile-XXXXXX";
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "kiln bench compile: cannot make a temporary cache: %s\n", strerror(errno));
+        kiln_graph_free(g);
+        return EXIT_RUN;
+    }
+    static const char *const what[3] = {"C cold", "C warm", "LLVM in process"};
+    int rc = 0;
+    if (!o->json) printf("%-8s %-36s %12s\n", "name", "backend", "seconds");
+    for (int k = 0; k < 3 && !rc; k++) {
+        if (k == 2 && !kiln_llvm_available()) {
+            if (!o->json) printf("compile  %-36s %12s\n", what[k], "(no LLVM)");
+            break;
+        }
+        co.backend = k == 2 ? KILN_BACKEND_LLVM : KILN_BACKEND_C;
+        co.cache_dir = dir;
+        kiln_program *p = compile_graph(o, g, &co);
+        if (!p) {
+            rc = EXIT_RUN;
+            break;
+        }
+        kiln_program_stats st;
+        kiln_program_stats_get(p, &st);
+        if (o->json)
+            printf("{\"name\":\"compile\",\"shape\":\"%s bs %lld\",\"backend\":\"%s\","
+                   "\"threads\":%d,\"seconds_min\":%.6f,\"seconds_median\":%.6f,\"cached\":%d}\n",
+                   o->model, (long long)o->bs, what[k], st.threads, st.compile_seconds,
+                   st.compile_seconds, st.cached);
+        else
+            printf("compile  %-36s %12.3f%s\n", what[k], st.compile_seconds,
+                   st.cached ? "  (cache hit)" : "");
+        kiln_program_free(p);
+    }
+    remove_cache_dir(dir);
+    kiln_graph_free(g);
+    return rc;
+}
+
 static int bench_step(const bopts *o)
 {
     cli c;
@@ -1195,5 +1270,6 @@ int cmd_bench(int argc, char **argv)
     if (!strcmp(o.sub, "stream")) return bench_stream(&o);
     if (!strcmp(o.sub, "gemm")) return bench_gemm(&o);
     if (!strcmp(o.sub, "eltwise")) return bench_eltwise(&o);
+    if (!strcmp(o.sub, "compile")) return bench_compile(&o);
     return bench_step(&o);
 }
