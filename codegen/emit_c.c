@@ -856,7 +856,7 @@ static size_t buf_bytes(const kiln_kbuf *kb)
     return (size_t)n * kiln_dtype_size((kiln_dtype)kb->dtype);
 }
 
-static void classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinfo *bi)
+void kiln_ce_classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinfo *bi)
 {
     for (int32_t i = 0; i < k->nbufs; i++) {
         int32_t node = k->bufs[i].node;
@@ -922,7 +922,7 @@ static void emit_kernel_rest(const kiln_kernel *k, const kiln_plan_entry *e, kil
         goto done;
     }
     clear_temps(&c);
-    classify_bufs(k, e, bi);
+    kiln_ce_classify_bufs(k, e, bi);
     int nout = kiln_ce_plan_outlining(k, bi, outline, owner, sowner);
     if (nout < 0) {
         b->oom = true;
@@ -1031,7 +1031,7 @@ static void emit_call(kiln_sbuf *b, const kiln_plan_entry *e, const kiln_kernel 
         b->oom = true;
         return;
     }
-    classify_bufs(k, e, bi);
+    kiln_ce_classify_bufs(k, e, bi);
     kiln_sb_printf(b, "    /* %d: ", index);
     sb_comment_text(b, k->comment);
     kiln_sb_puts(b, " */\n");

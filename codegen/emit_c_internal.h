@@ -60,6 +60,10 @@ void kiln_ce_put_stmts(kctx *c, int32_t s, int depth, int guard);
 /* The C operator of a binary op ("+", "<=", "&&", ...; "?" for none). */
 const char *kiln_ce_binop_token(int op);
 
+/* Each buffer of kernel k in entry e: parameter, read, written, and whether
+ * it may be `restrict` (shared by the LLVM backend). */
+void kiln_ce_classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinfo *bi);
+
 /* emit_par.c */
 void kiln_ce_put_outlined(kctx *c, int32_t s, int depth, int guard);
 void kiln_ce_put_gemm(kctx *c, int32_t s, int depth);

@@ -29,49 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- buffers ---- */
-
-static size_t buf_bytes(const kiln_kbuf *kb)
-{
-    return (size_t)kiln_shape_numel(kb->rank, kb->shape) * kiln_dtype_size((kiln_dtype)kb->dtype);
-}
-
-/* The C emitter's classification (codegen/emit_c.c, classify_bufs). */
-static void classify(const kiln_kernel *k, const kiln_plan_entry *e, bufinfo *bi)
-{
-    for (int32_t i = 0; i < k->nbufs; i++) {
-        int32_t node = k->bufs[i].node;
-        bool is_const = node >= 0 && node < e->g->nnodes && e->g->nodes[node].op == KILN_OP_CONST;
-        bool scratch = node < 0;
-        bi[i] = (bufinfo){.param = !is_const && !scratch,
-                          .scratch = scratch,
-                          .written = k->bufs[i].written != 0,
-                          .restrict_ok = true};
-    }
-    for (int32_t x = 0; x < k->nexprs; x++)
-        if (k->exprs[x].op == KX_LOAD && k->exprs[x].a >= 0 && k->exprs[x].a < k->nbufs)
-            bi[k->exprs[x].a].read = true;
-    for (int32_t i = 0; i < k->nbufs; i++) {
-        if (!bi[i].param) continue;
-        int32_t ni = k->bufs[i].node;
-        if (ni < 0 || ni >= e->g->nnodes) continue;
-        kiln_place pi = e->place[ni];
-        size_t si = buf_bytes(&k->bufs[i]);
-        for (int32_t j = 0; j < k->nbufs; j++) {
-            if (j == i || !bi[j].param) continue;
-            if (!k->bufs[i].written && !k->bufs[j].written) continue;
-            int32_t nj = k->bufs[j].node;
-            if (nj < 0 || nj >= e->g->nnodes) continue;
-            kiln_place pj = e->place[nj];
-            size_t sj = buf_bytes(&k->bufs[j]);
-            if (pi.space == pj.space && pi.space != KILN_SPACE_NONE &&
-                pi.offset < pj.offset + (int64_t)sj && pj.offset < pi.offset + (int64_t)si) {
-                bi[i].restrict_ok = false;
-                if (pi.offset != pj.offset || si != sj) bi[i].partial_overlap = true;
-            }
-        }
-    }
-}
 
 /* ---- kernels built once ---- */
 
@@ -364,7 +321,7 @@ kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, boo
                 kl_fail(&m, "out of memory");
                 break;
             }
-            classify(k, e, bi);
+            kiln_ce_classify_bufs(k, e, bi);
             int f = -1;
             for (int i = 0; i < nfuncs && f < 0; i++)
                 if (same_kernel(&funcs[i], k, e, bi)) f = i;
