@@ -131,59 +131,13 @@ static void *tp_addr(tplan *t, kiln_value v)
     return t->mem[t->place[v].space] + t->place[v].offset;
 }
 
-static void put(void *p, kiln_dtype dt, int64_t i, double v)
-{
-    switch (dt) {
-    case KILN_F32:
-        ((float *)p)[i] = (float)v;
-        break;
-    case KILN_F64:
-        ((double *)p)[i] = v;
-        break;
-    case KILN_I32:
-        ((int32_t *)p)[i] = (int32_t)v;
-        break;
-    case KILN_I64:
-        ((int64_t *)p)[i] = (int64_t)v;
-        break;
-    case KILN_U8:
-        ((uint8_t *)p)[i] = (uint8_t)v;
-        break;
-    case KILN_BOOL:
-        ((uint8_t *)p)[i] = v != 0;
-        break;
-    default:
-        cr_assert_fail("dtype");
-    }
-}
-
-static double get(const void *p, kiln_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case KILN_F32:
-        return ((const float *)p)[i];
-    case KILN_F64:
-        return ((const double *)p)[i];
-    case KILN_I32:
-        return ((const int32_t *)p)[i];
-    case KILN_I64:
-        return (double)((const int64_t *)p)[i];
-    case KILN_U8:
-    case KILN_BOOL:
-        return ((const uint8_t *)p)[i];
-    default:
-        cr_assert_fail("dtype");
-        return 0;
-    }
-}
-
 /* Sets leaf v in both the plan's memory and the interpreter. */
 static void set_leaf(tplan *t, kiln_interp *it, kiln_value v, const double *data)
 {
     const kiln_node *n = &t->g->nodes[v];
     int64_t numel = kiln_node_numel(n);
     for (int64_t i = 0; i < numel; i++)
-        put(tp_addr(t, v), (kiln_dtype)n->dtype, i, data[i]);
+        kiln_test_put(tp_addr(t, v), (kiln_dtype)n->dtype, i, data[i]);
     cr_assert_eq(kiln_interp_set(it, v, data, (size_t)numel), KILN_OK, "%s", kiln_interp_error(it));
 }
 
@@ -204,7 +158,7 @@ static void expect_matches(tplan *t, kiln_interp *it, double rtol, double atol)
         const double *want = kiln_interp_value(it, v);
         int64_t numel = kiln_node_numel(n);
         for (int64_t i = 0; i < numel; i++) {
-            double got = get(tp_addr(t, v), (kiln_dtype)n->dtype, i);
+            double got = kiln_test_get(tp_addr(t, v), (kiln_dtype)n->dtype, i);
             char d[160];
             cr_expect(close_to(got, want[i], rtol, atol), "%s [%lld]: got %.9g, want %.9g",
                       kiln_node_desc(t->g, v, d, sizeof d), (long long)i, got, want[i]);
@@ -502,10 +456,10 @@ Test(emit_c, shared_storage_is_not_restrict)
     double xv[16];
     fill(xv, 16, -2, 2, 9);
     for (int i = 0; i < 16; i++)
-        put(tp_addr(&t, x), KILN_F32, i, xv[i]);
+        kiln_test_put(tp_addr(&t, x), KILN_F32, i, xv[i]);
     cr_assert_eq(tp_run(&t), 0);
     for (int i = 0; i < 16; i++)
-        cr_expect(close_to(get(tp_addr(&t, z), KILN_F32, i), -(double)expf((float)xv[i]), 1e-6, 0));
+        cr_expect(close_to(kiln_test_get(tp_addr(&t, z), KILN_F32, i), -(double)expf((float)xv[i]), 1e-6, 0));
     tp_free(&t);
     kiln_graph_free(g);
 }

@@ -191,52 +191,6 @@ static void *tp_addr(tp *t, char *const *mem, int32_t v)
     return mem[t->place[v].space] + t->place[v].offset;
 }
 
-static void put(void *p, kiln_dtype dt, int64_t i, double v)
-{
-    switch (dt) {
-    case KILN_F32:
-        ((float *)p)[i] = (float)v;
-        break;
-    case KILN_F64:
-        ((double *)p)[i] = v;
-        break;
-    case KILN_I32:
-        ((int32_t *)p)[i] = (int32_t)v;
-        break;
-    case KILN_I64:
-        ((int64_t *)p)[i] = (int64_t)v;
-        break;
-    case KILN_U8:
-        ((uint8_t *)p)[i] = (uint8_t)v;
-        break;
-    case KILN_BOOL:
-        ((uint8_t *)p)[i] = v != 0;
-        break;
-    default:
-        cr_assert_fail("dtype");
-    }
-}
-
-static double get(const void *p, kiln_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case KILN_F32:
-        return ((const float *)p)[i];
-    case KILN_F64:
-        return ((const double *)p)[i];
-    case KILN_I32:
-        return ((const int32_t *)p)[i];
-    case KILN_I64:
-        return (double)((const int64_t *)p)[i];
-    case KILN_U8:
-    case KILN_BOOL:
-        return ((const uint8_t *)p)[i];
-    default:
-        cr_assert_fail("dtype");
-        return 0;
-    }
-}
-
 static void default_leaf(tp *t, int32_t v)
 {
     const kiln_node *n = &t->g->nodes[v];
@@ -246,7 +200,7 @@ static void default_leaf(tp *t, int32_t v)
                    : dt == KILN_U8                  ? floor(uniform(0, 256))
                    : dt == KILN_BOOL                ? (double)(next_u64() & 1)
                                                     : floor(uniform(-6, 7));
-        put(tp_addr(t, t->init, v), dt, i, x);
+        kiln_test_put(tp_addr(t, t->init, v), dt, i, x);
     }
 }
 
@@ -255,7 +209,7 @@ static void tp_set(tp *t, int32_t v, const double *data, int n)
 {
     const kiln_node *nd = &t->g->nodes[v];
     for (int64_t i = 0; i < kiln_node_numel(nd); i++)
-        put(tp_addr(t, t->init, v), (kiln_dtype)nd->dtype, i, data[i % n]);
+        kiln_test_put(tp_addr(t, t->init, v), (kiln_dtype)nd->dtype, i, data[i % n]);
 }
 
 static void tp_compile_c(tp *t)
@@ -341,7 +295,7 @@ static bool is_floatt(kiln_dtype t)
 static bool agree(kiln_dtype dt, const void *pl, const void *pc, int64_t i, double rtol,
                   double atol)
 {
-    double l = get(pl, dt, i), c = get(pc, dt, i);
+    double l = kiln_test_get(pl, dt, i), c = kiln_test_get(pc, dt, i);
     if (!is_floatt(dt)) return l == c;
     if (isnan(l) || isnan(c)) return isnan(l) && isnan(c);
     if (rtol < 0) {
@@ -370,7 +324,7 @@ static int64_t tp_compare(tp *t, double rtol, double atol, bool skip_gemm)
             if (shown++ < 3) {
                 char d[200];
                 cr_expect(0, "%s [%lld]: llvm %.9g, C %.9g", kiln_node_desc(t->g, v, d, sizeof d),
-                          (long long)i, get(pl, dt, i), get(pc, dt, i));
+                          (long long)i, kiln_test_get(pl, dt, i), kiln_test_get(pc, dt, i));
             }
         }
     }

@@ -50,3 +50,50 @@ kiln_graph *kiln_test_tiny_mlp(kiln_dtype t)
     cr_assert_eq(kiln_set_loss(g, loss, "loss"), KILN_OK, "%s", kiln_graph_error(g));
     return g;
 }
+
+/* Element i of buffer p of dtype dt, written from / read as a double. */
+void kiln_test_put(void *p, kiln_dtype dt, int64_t i, double v)
+{
+    switch (dt) {
+    case KILN_F32:
+        ((float *)p)[i] = (float)v;
+        break;
+    case KILN_F64:
+        ((double *)p)[i] = v;
+        break;
+    case KILN_I32:
+        ((int32_t *)p)[i] = (int32_t)v;
+        break;
+    case KILN_I64:
+        ((int64_t *)p)[i] = (int64_t)v;
+        break;
+    case KILN_U8:
+        ((uint8_t *)p)[i] = (uint8_t)v;
+        break;
+    case KILN_BOOL:
+        ((uint8_t *)p)[i] = v != 0;
+        break;
+    default:
+        cr_assert_fail("dtype");
+    }
+}
+
+double kiln_test_get(const void *p, kiln_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case KILN_F32:
+        return ((const float *)p)[i];
+    case KILN_F64:
+        return ((const double *)p)[i];
+    case KILN_I32:
+        return ((const int32_t *)p)[i];
+    case KILN_I64:
+        return (double)((const int64_t *)p)[i];
+    case KILN_U8:
+    case KILN_BOOL:
+        return ((const uint8_t *)p)[i];
+    default:
+        cr_assert_fail("dtype");
+        return 0;
+    }
+}

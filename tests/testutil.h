@@ -3,6 +3,7 @@
 #include "kiln/kiln.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Creates a fresh directory "$TMPDIR/kiln_<tag>_XXXXXX" ("/tmp" when TMPDIR
  * is unset or empty) and writes its path into buf[0..len); the test fails
@@ -19,5 +20,10 @@ int kiln_test_count_op(const kiln_graph *g, const char *op);
 /* A small classifier with a loss: x [4,5] (dtype t) -> linear fc1 (6) ->
  * relu -> linear fc2 (3) -> cross_entropy with labels y i32[4]. */
 kiln_graph *kiln_test_tiny_mlp(kiln_dtype t);
+
+/* Element i of a buffer of dtype dt (f32, f64, i32, i64, u8, bool) written
+ * from, or read as, a double; other dtypes fail the test. */
+void kiln_test_put(void *p, kiln_dtype dt, int64_t i, double v);
+double kiln_test_get(const void *p, kiln_dtype dt, int64_t i);
 
 #endif
