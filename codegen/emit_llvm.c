@@ -1032,6 +1032,28 @@ LLVMValueRef kl_chunk_make(kl_fn *f, LLVMBasicBlockRef here, const char *name, L
     return chunk;
 }
 
+bool kl_captures(kl_fn *f, int32_t s, int32_t **bufs, int *nb, int32_t **vals, int *nv)
+{
+    const kiln_kernel *k = f->k;
+    uint8_t *lmark = calloc((size_t)k->nlocals + 1, 1), *smark = calloc((size_t)k->nlocals + 1, 1);
+    uint8_t *bmark = calloc((size_t)k->nbufs + 1, 1);
+    *bufs = malloc(((size_t)k->nbufs + 1) * sizeof **bufs);
+    *vals = malloc(((size_t)k->nlocals + 1) * sizeof **vals);
+    bool ok = lmark && smark && bmark && *bufs && *vals;
+    *nb = *nv = 0;
+    if (ok) {
+        kl_uses(k, s, false, lmark, smark, bmark);
+        for (int32_t i = 0; i < k->nbufs; i++)
+            if (bmark[i] && f->bi[i].param) (*bufs)[(*nb)++] = i;
+        for (int32_t l = 0; l < k->nlocals; l++)
+            if (lmark[l] && !smark[l]) (*vals)[(*nv)++] = l;
+    }
+    free(lmark);
+    free(smark);
+    free(bmark);
+    return ok;
+}
+
 /* A top-level parallel loop outlined: chunk function <kernel>.p<N>(ctx, lo,
  * hi) calls <kernel>.p<N>.run(lo, hi, buffers (noalias where C's are
  * restrict), by-value locals), which runs the loop over [lo, hi). */
@@ -1040,20 +1062,12 @@ static void outlined(kl_fn *f, int32_t s)
     kl_mod *m = f->m;
     const kiln_kernel *k = f->k;
     const kiln_kstmt *st = &k->stmts[s];
-    uint8_t *lmark = calloc((size_t)k->nlocals + 1, 1), *smark = calloc((size_t)k->nlocals + 1, 1);
-    uint8_t *bmark = calloc((size_t)k->nbufs + 1, 1);
-    int32_t *bufs = malloc(((size_t)k->nbufs + 1) * sizeof *bufs);
-    int32_t *vals = malloc(((size_t)k->nlocals + 1) * sizeof *vals);
-    if (!lmark || !smark || !bmark || !bufs || !vals) {
+    int32_t *bufs = NULL, *vals = NULL;
+    int nb = 0, nv = 0;
+    if (!kl_captures(f, s, &bufs, &nb, &vals, &nv)) {
         kl_fail(m, "out of memory");
         goto done;
     }
-    kl_uses(k, s, false, lmark, smark, bmark);
-    int nb = 0, nv = 0;
-    for (int32_t i = 0; i < k->nbufs; i++)
-        if (bmark[i] && f->bi[i].param) bufs[nb++] = i;
-    for (int32_t l = 0; l < k->nlocals; l++)
-        if (lmark[l] && !smark[l]) vals[nv++] = l;
     LLVMBasicBlockRef here = LLVMGetInsertBlock(m->b);
     char name[200], rname[220];
     kl_fn_name(m, name, sizeof name, LLVMGetValueName(f->fn), "p");
@@ -1077,9 +1091,6 @@ static void outlined(kl_fn *f, int32_t s)
     LLVMValueRef chunk = kl_chunk_make(f, here, name, run, rty, bufs, nb, vals, nv, &ctx);
     if (chunk) kl_call_pfor(f, kl_i64(m, st->extent), chunk, ctx);
 done:
-    free(lmark);
-    free(smark);
-    free(bmark);
     free(bufs);
     free(vals);
 }

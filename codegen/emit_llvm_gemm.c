@@ -492,20 +492,12 @@ void kl_emit_gemm(kl_fn *f, int32_t s)
     plan_gemm(m, gm, &p);
     /* what the chunk function gets: A, B, C, the epilogue's buffers and the
      * locals it only reads */
-    uint8_t *lmark = calloc((size_t)k->nlocals + 1, 1), *smark = calloc((size_t)k->nlocals + 1, 1);
-    uint8_t *bmark = calloc((size_t)k->nbufs + 1, 1);
-    int32_t *bufs = malloc(((size_t)k->nbufs + 1) * sizeof *bufs);
-    int32_t *vals = malloc(((size_t)k->nlocals + 1) * sizeof *vals);
-    if (!lmark || !smark || !bmark || !bufs || !vals) {
+    int32_t *bufs = NULL, *vals = NULL;
+    int nb = 0, nv = 0;
+    if (!kl_captures(f, s, &bufs, &nb, &vals, &nv)) {
         kl_fail(m, "out of memory");
         goto done;
     }
-    kl_uses(k, s, false, lmark, smark, bmark);
-    int nb = 0, nv = 0;
-    for (int32_t i = 0; i < k->nbufs; i++)
-        if (bmark[i] && f->bi[i].param) bufs[nb++] = i;
-    for (int32_t l = 0; l < k->nlocals; l++)
-        if (lmark[l] && !smark[l]) vals[nv++] = l;
     LLVMBasicBlockRef here = LLVMGetInsertBlock(m->b);
     char name[200];
     kl_fn_name(m, name, sizeof name, LLVMGetValueName(f->fn), "g");
@@ -602,9 +594,6 @@ void kl_emit_gemm(kl_fn *f, int32_t s)
         kl_call(m, m->t_task, chunk, args, 3);
     }
 done:
-    free(lmark);
-    free(smark);
-    free(bmark);
     free(bufs);
     free(vals);
 }

@@ -142,6 +142,10 @@ void kl_stmts(kl_fn *f, int32_t s, bool top);
 /* Marks what statement s (and when `list`, the statements after it) use:
  * locals read or set (lmark), locals set (smark), buffers (bmark). Arrays
  * may be NULL. */
+/* What statement s takes from its kernel when it becomes a function of its
+ * own: the parameter buffers it uses and the locals it only reads (malloc'd
+ * lists the caller frees, also on failure); false when out of memory. */
+bool kl_captures(kl_fn *f, int32_t s, int32_t **bufs, int *nb, int32_t **vals, int *nv);
 void kl_uses(const kiln_kernel *k, int32_t s, bool list, uint8_t *lmark, uint8_t *smark,
              uint8_t *bmark);
 /* A context struct for a chunk function: buffer pointers bufs[0..nb) and the
