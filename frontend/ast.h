@@ -66,6 +66,7 @@ typedef enum fe_stmt_kind {
     ST_METRIC, /* metric accuracy(out, y) [as NAME] */
     ST_OUTPUT, /* output expr [as NAME] */
     ST_BLOCK,  /* block name(params) { ... } */
+    ST_DIM,    /* dim S = 28: a size the caller may set at load time */
 } fe_stmt_kind;
 
 typedef struct fe_stmt fe_stmt;

@@ -53,6 +53,9 @@ typedef struct lower {
     const char *file; /* interned in g */
     const fe_program *prog;
     int64_t batch;
+    const kiln_dim *dims; /* load-time values of `dim` statements */
+    int ndims;
+    bool *dim_used;
     int ndefined;          /* blocks whose definition has been passed */
     int depth;             /* current evaluation nesting */
     env *env;              /* names visible now */
@@ -995,6 +998,33 @@ static kiln_status check_block(lower *L, const fe_block *b)
     return st;
 }
 
+/* dim NAME = EXPR: NAME is the caller's value for it (kiln_model_load_dims),
+ * else EXPR; either must be an integer of at least 1. */
+static kiln_status lower_dim(lower *L, const fe_stmt *s)
+{
+    if (!strcmp(s->name, "B"))
+        return fe_error(L->d, s->name_loc, KILN_ERR_INVALID, "'B' is the batch size, set when "
+                        "the model is loaded; give the dim another name");
+    if (env_find(L->env, s->name))
+        return fe_error(L->d, s->name_loc, KILN_ERR_INVALID, "'%s' is already defined; a dim "
+                        "needs a name of its own", s->name);
+    fe_value v;
+    kiln_status st = eval(L, s->e, &v);
+    if (st) return st;
+    if (v.kind != V_NUM || !v.is_int || v.i < 1)
+        return fe_error(L->d, expr_start(s->e), KILN_ERR_INVALID, "the default of dim '%s' must "
+                        "be an integer of at least 1", s->name);
+    for (int i = 0; i < L->ndims; i++) {
+        if (!L->dims[i].name || strcmp(L->dims[i].name, s->name)) continue;
+        if (L->dims[i].value < 1)
+            return fe_error(L->d, s->name_loc, KILN_ERR_INVALID, "dim '%s' must be at least 1, "
+                            "was given %lld", s->name, (long long)L->dims[i].value);
+        v = num_int(L->dims[i].value);
+        L->dim_used[i] = true;
+    }
+    return env_set(L, L->env, s->name, v, s->name_loc, false);
+}
+
 static kiln_status lower_stmt(lower *L, const fe_stmt *s, fe_value *ret)
 {
     fe_value v;
@@ -1013,6 +1043,7 @@ static kiln_status lower_stmt(lower *L, const fe_stmt *s, fe_value *ret)
             L->loss_loc = expr_start(s->e);
         }
         return env_set(L, L->env, s->name, v, s->name_loc, false);
+    case ST_DIM: return lower_dim(L, s);
     case ST_RETURN: return eval(L, s->e, ret);
     case ST_METRIC: return lower_metric(L, s);
     case ST_OUTPUT:
@@ -1026,10 +1057,11 @@ static kiln_status lower_stmt(lower *L, const fe_stmt *s, fe_value *ret)
     return KILN_OK;
 }
 
-kiln_status fe_lower(fe_diag *d, const fe_program *prog, int64_t batch, kiln_graph **out)
+kiln_status fe_lower(fe_diag *d, const fe_program *prog, int64_t batch, const kiln_dim *dims,
+                     int ndims, kiln_graph **out)
 {
     *out = NULL;
-    lower L = {.d = d, .prog = prog, .batch = batch};
+    lower L = {.d = d, .prog = prog, .batch = batch, .dims = dims, .ndims = ndims > 0 ? ndims : 0};
     env globals = {0};
     scope top = {.prefix = (char *)""};
     L.env = L.globals = &globals;
@@ -1041,11 +1073,30 @@ kiln_status fe_lower(fe_diag *d, const fe_program *prog, int64_t batch, kiln_gra
         st = fe_nomem(d);
         goto done;
     }
+    if (L.ndims && !(L.dim_used = calloc((size_t)L.ndims, sizeof *L.dim_used))) {
+        st = fe_nomem(d);
+        goto done;
+    }
     for (int i = 0; i < prog->nstmts && !st; i++) st = lower_stmt(&L, prog->stmts[i], NULL);
+    for (int i = 0; i < L.ndims && !st; i++) {
+        if (L.dim_used[i]) continue;
+        char have[256] = "";
+        size_t len = 0;
+        for (int k = 0; k < prog->nstmts; k++) {
+            const fe_stmt *s = prog->stmts[k];
+            if (s->kind != ST_DIM || len + strlen(s->name) + 3 >= sizeof have) continue;
+            len += (size_t)snprintf(have + len, sizeof have - len, "%s%s", len ? ", " : "", s->name);
+        }
+        st = fe_error_noloc(d, KILN_ERR_NOT_FOUND, "the model declares no dim '%s' (%s%s); "
+                            "declare it with 'dim %s = <default>' before its first use",
+                            dims[i].name ? dims[i].name : "(null)", len ? "its dims: " : "it declares none",
+                            have, dims[i].name ? dims[i].name : "NAME");
+    }
     if (!st && L.has_loss) st = mark(&L, &L.loss, KILN_ROLE_LOSS, "loss", L.loss_loc);
 done:
     free(globals.b);
     free(top.counts);
+    free(L.dim_used);
     if (st) {
         kiln_graph_free(L.g);
         return st;

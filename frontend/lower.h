@@ -65,6 +65,7 @@ extern const int fe_nmetrics;
 
 /* Lowers prog into a new graph named after the model with B = batch. On
  * failure *out is NULL and the error is in d. */
-kiln_status fe_lower(fe_diag *d, const fe_program *prog, int64_t batch, kiln_graph **out);
+kiln_status fe_lower(fe_diag *d, const fe_program *prog, int64_t batch, const kiln_dim *dims,
+                     int ndims, kiln_graph **out);
 
 #endif

@@ -11,7 +11,8 @@
 #define FE_MAX_FILE (64u << 20) /* largest model file read */
 
 /* Parses and lowers d's text; renders d's error into *err on failure. */
-static kiln_status compile(fe_diag *d, int64_t batch, kiln_graph **out, char **err)
+static kiln_status compile(fe_diag *d, int64_t batch, const kiln_dim *dims, int ndims,
+                           kiln_graph **out, char **err)
 {
     if (batch < 1)
         fe_error_noloc(d, KILN_ERR_INVALID, "the batch size B must be at least 1, got %lld",
@@ -19,7 +20,7 @@ static kiln_status compile(fe_diag *d, int64_t batch, kiln_graph **out, char **e
     if (!d->status) {
         fe_arena arena = {0};
         fe_program *prog = NULL;
-        if (!fe_parse(d, &arena, &prog)) fe_lower(d, prog, batch, out);
+        if (!fe_parse(d, &arena, &prog)) fe_lower(d, prog, batch, dims, ndims, out);
         fe_arena_free(&arena);
     }
     if (d->status && err) *err = fe_diag_format(d);
@@ -28,6 +29,12 @@ static kiln_status compile(fe_diag *d, int64_t batch, kiln_graph **out, char **e
 
 kiln_status kiln_model_parse(const char *text, const char *filename, int64_t batch,
                              kiln_graph **out, char **err)
+{
+    return kiln_model_parse_dims(text, filename, batch, NULL, 0, out, err);
+}
+
+kiln_status kiln_model_parse_dims(const char *text, const char *filename, int64_t batch,
+                                  const kiln_dim *dims, int ndims, kiln_graph **out, char **err)
 {
     if (err) *err = NULL;
     if (!out) return KILN_ERR_INVALID;
@@ -39,7 +46,7 @@ kiln_status kiln_model_parse(const char *text, const char *filename, int64_t bat
         if (err) *err = fe_diag_format(&d);
         return d.status;
     }
-    return compile(&d, batch, out, err);
+    return compile(&d, batch, dims, ndims, out, err);
 }
 
 /* Reads a whole file into a NUL-terminated buffer, or records why not. */
@@ -92,6 +99,12 @@ static char *read_file(fe_diag *d, const char *path, size_t *len)
 
 kiln_status kiln_model_load(const char *path, int64_t batch, kiln_graph **out, char **err)
 {
+    return kiln_model_load_dims(path, batch, NULL, 0, out, err);
+}
+
+kiln_status kiln_model_load_dims(const char *path, int64_t batch, const kiln_dim *dims, int ndims,
+                                 kiln_graph **out, char **err)
+{
     if (err) *err = NULL;
     if (!out) return KILN_ERR_INVALID;
     *out = NULL;
@@ -107,7 +120,7 @@ kiln_status kiln_model_load(const char *path, int64_t batch, kiln_graph **out, c
         return d.status;
     }
     d.text = text;
-    kiln_status st = compile(&d, batch, out, err);
+    kiln_status st = compile(&d, batch, dims, ndims, out, err);
     free(text);
     return st;
 }

@@ -436,6 +436,28 @@ static fe_stmt *parse_stmt(parser *p)
         s->name_loc = p->tok.loc;
         if (!(s->name = tok_str(p))) return NULL;
         advance(p);
+        /* `dim NAME = expr` ('dim' is a keyword only here, so it stays a
+         * usable name elsewhere) */
+        if (!strcmp(s->name, "dim") && p->tok.kind == TK_IDENT) {
+            if (where) {
+                fe_error(p->d, s->loc, KILN_ERR_PARSE, "'dim' is only allowed at the top level, "
+                         "not inside block '%s'", where);
+                return NULL;
+            }
+            s->kind = ST_DIM;
+            s->name_loc = p->tok.loc;
+            if (!(s->name = tok_str(p))) return NULL;
+            advance(p);
+            if (p->tok.kind != TK_EQ) {
+                char what[160];
+                snprintf(what, sizeof what, "'=' and a default after 'dim %s' (e.g. 'dim %s = 28')",
+                         s->name, s->name);
+                expected(p, what);
+                return NULL;
+            }
+            advance(p);
+            return (s->e = parse_expr(p)) ? s : NULL;
+        }
         if (p->tok.kind != TK_EQ) {
             char what[160];
             snprintf(what, sizeof what, "'=' after '%s' (a statement is 'name = expression')",

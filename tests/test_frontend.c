@@ -798,3 +798,51 @@ Test(frontend, pathological_text)
     expect_failure(s, "name too long");
     free(s);
 }
+
+/* ---- dim: sizes set at load time (progressive resizing) ---- */
+
+static const char *dim_model = "model d\n"
+                               "dim S = 28\n"
+                               "input x: f32[B, 1, S, S]\n"
+                               "h = reshape(x, shape=[B, S * S])\n"
+                               "output h\n";
+
+Test(frontend, dim_default_and_override)
+{
+    kiln_graph *g = parse_ok(dim_model, 4);
+    assert_type(node(g, "x"), "f32[4,1,28,28]");
+    kiln_graph_free(g);
+    kiln_dim d = {"S", 32};
+    char *err = NULL;
+    cr_assert_eq(kiln_model_parse_dims(dim_model, "t.kiln", 4, &d, 1, &g, &err), KILN_OK, "%s", err);
+    assert_type(node(g, "x"), "f32[4,1,32,32]");
+    assert_type(node(g, "h"), "f32[4,1024]");
+    kiln_graph_free(g);
+}
+
+Test(frontend, dim_errors)
+{
+    kiln_dim d = {"T", 32};
+    kiln_graph *g = NULL;
+    char *err = NULL;
+    cr_assert_eq(kiln_model_parse_dims(dim_model, "t.kiln", 4, &d, 1, &g, &err), KILN_ERR_NOT_FOUND);
+    cr_assert_null(g);
+    cr_assert_str_eq(err, "t.kiln: error: the model declares no dim 'T' (its dims: S); declare it "
+                          "with 'dim T = <default>' before its first use\n");
+    free(err);
+    d = (kiln_dim){"S", 0};
+    cr_assert_eq(kiln_model_parse_dims(dim_model, "t.kiln", 4, &d, 1, &g, &err), KILN_ERR_INVALID);
+    cr_assert(strstr(err, "dim 'S' must be at least 1, was given 0"), "%s", err);
+    free(err);
+    parse_bad("model d\ndim S = 0\n", 1, KILN_ERR_INVALID,
+              "t.kiln:2:9: error: the default of dim 'S' must be an integer of at least 1\n"
+              "dim S = 0\n"
+              "        ^\n");
+    parse_bad("model d\ndim S 3\n", 1, KILN_ERR_PARSE,
+              "t.kiln:2:7: error: expected '=' and a default after 'dim S' (e.g. 'dim S = 28'), "
+              "found '3'\n"
+              "dim S 3\n"
+              "      ^\n");
+    /* 'dim' is still an ordinary name elsewhere */
+    kiln_graph_free(parse_ok("model d\ninput x: f32[B, 2]\ndim = relu(x)\noutput dim\n", 1));
+}

@@ -222,6 +222,19 @@ kiln_status kiln_model_load(const char *path, int64_t batch, kiln_graph **out, c
 kiln_status kiln_model_parse(const char *text, const char *filename, int64_t batch,
                              kiln_graph **out, char **err);
 
+/* The same, with values for the model's `dim` statements (`dim S = 28`
+ * declares a size with a default that a caller may change at load time:
+ * the image size of progressive resizing). A name the model does not
+ * declare is an error (KILN_ERR_NOT_FOUND) naming the dims it has. */
+typedef struct kiln_dim {
+    const char *name;
+    int64_t value;
+} kiln_dim;
+kiln_status kiln_model_load_dims(const char *path, int64_t batch, const kiln_dim *dims, int ndims,
+                                 kiln_graph **out, char **err);
+kiln_status kiln_model_parse_dims(const char *text, const char *filename, int64_t batch,
+                                  const kiln_dim *dims, int ndims, kiln_graph **out, char **err);
+
 /* ---- passes ------------------------------------------------------------ */
 
 /* Runs one pass by name: "infer", "cse", "dce" (KILN_ERR_NOT_FOUND names
