@@ -93,6 +93,22 @@ kiln_status kiln_program_init_params(kiln_program *p, uint64_t seed);
 /* Zeroes the optimizer state only. */
 kiln_status kiln_program_reset_state(kiln_program *p);
 
+/* Copies every parameter and named constant (and, with with_state, every
+ * optimizer or running-statistics STATE tensor) that src and dst both hold
+ * under the same name from src into dst: progressive resizing carries a
+ * model compiled for one input size over to the same model compiled for
+ * another. A tensor both hold with a different dtype or shape fails with
+ * KILN_ERR_SHAPE naming it, before anything is copied. report (may be NULL)
+ * counts what was copied and what only one side holds. */
+typedef struct kiln_copy_report {
+    int copied;   /* tensors copied */
+    int only_dst; /* dst tensors src does not hold (left as they were) */
+    int only_src; /* src tensors dst does not hold */
+    size_t bytes;
+} kiln_copy_report;
+kiln_status kiln_program_copy(kiln_program *dst, kiln_program *src, int with_state,
+                              kiln_copy_report *report, char **err);
+
 typedef struct kiln_program_stats {
     size_t param_bytes, state_bytes, arena_bytes;
     size_t interface_bytes;       /* the part of the arena holding inputs, targets,
