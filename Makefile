@@ -34,6 +34,11 @@ test-fast: build
 demo: build
 	@scripts/demo $(BUILD)
 
+# The course's example data sets from Fashion-MNIST, under data/ (kiln data make).
+.PHONY: data
+data: build
+	@KILN=$(BUILD)/kiln examples/data/make_all.sh
+
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
 

@@ -84,6 +84,46 @@ typedef struct kiln_plan {
  * memory). The source is deterministic: the same plan gives the same bytes. */
 char *kiln_emit_c_source(const kiln_plan *plan);
 
+/* ---- kernel signatures (runtime/ffi.c calls kernels by name) ----
+ * An emitter asked for them (kiln_emit_c_source_sigs, kiln_llvm_load2)
+ * describes the functions it wrote for the plan's kernels, and adds to the
+ * unit a table of their addresses that the runtime reads once loaded:
+ *
+ *   void (*const kiln_kernels[])(void) = {(void (*)(void))k12_matmul, ...};  (C)
+ *   @kiln_kernels = constant [n x ptr] [ptr @k12_matmul, ...]              (LLVM)
+ *
+ * A kernel function returns int (0, or the code of its failed run-time
+ * check) and takes one pointer per parameter buffer (`bufs`: the kernel's
+ * buffer indices, in order; consts and scratch arrays are not parameters),
+ * then `const kiln_rt *rt` when `rt` is set. The kernels themselves stay
+ * internal (static): the table is what makes them reachable, and it is
+ * written only when asked, so --emit c, AOT units and the disk cache of
+ * other callers are unchanged. */
+#define KILN_KERNEL_TABLE "kiln_kernels"
+
+typedef struct kiln_kfunc {
+    char name[160];  /* unique in the unit: the C emitter's function name */
+    int32_t slot;    /* its address: kiln_kernels[slot] (LLVM may share one
+                        function between two names: same code) */
+    int entry;       /* the plan entry and kernel index of its first use */
+    int32_t kernel;
+    int32_t *bufs;   /* per pointer parameter: the kernel's buffer index */
+    uint8_t *rw;     /* per pointer parameter: 1 read, 2 written, 4 restrict */
+    int32_t nbufs;
+    bool rt;         /* takes const kiln_rt * after the buffers */
+} kiln_kfunc;
+
+typedef struct kiln_kfuncs {
+    kiln_kfunc *f;
+    int n, cap;
+    int nslots; /* entries of the kiln_kernels table */
+} kiln_kfuncs;
+
+void kiln_kfuncs_free(kiln_kfuncs *t);
+/* kiln_emit_c_source, plus the kiln_kernels table and its description in
+ * *sigs (freed and refilled; empty when out of memory). */
+char *kiln_emit_c_source_sigs(const kiln_plan *plan, kiln_kfuncs *sigs);
+
 /* The message for an entry's failure code rc (> 0): "kernel k12_cross_entropy
  * (cross_entropy at model.kiln:9:8): a label is outside [0, C)". */
 void kiln_plan_error_message(const kiln_plan_entry *e, int rc, char *buf, size_t len);

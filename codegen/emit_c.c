@@ -30,7 +30,11 @@
  *     bits), with that file's prelude once in the unit;
  *   - kernels that are the same in two entries (same name, same code) are
  *     written once; a kernel whose name is taken by different code is
- *     renamed <entry>_<name>.
+ *     renamed <entry>_<name>;
+ *   - asked for signatures (kiln_emit_c_source_sigs), the unit ends its
+ *     kernels with `kiln_kernels`, their addresses in a constant table, and
+ *     the description of each (codegen.h, "kernel signatures") goes to the
+ *     caller; kiln_emit_c_source writes no table.
  * Semantics follow the reference interpreter: f32 math through the float
  * functions, NaN-propagating min/max, integer division truncating toward
  * zero (x / 0 is 0, as the reference's non-finite quotient rounds to 0),
@@ -136,7 +140,8 @@ enum {
     H_MOD = H_DIV + 3, /* + int type index */
     H_ABS = H_MOD + 3, /* + int type index */
     H_F2I = H_ABS + 3, /* + int type index: float to integer conversion */
-    H_COUNT = H_F2I + 3
+    H_HASH = H_F2I + 3, /* KX_HASH */
+    H_COUNT
 };
 
 static int type_index(int t) /* f32 f64 i32 i64 u8 */
@@ -256,6 +261,14 @@ static void emit_helpers(kiln_sbuf *b, const bool *used)
                       s, T, s, lo, mn, hi, mx, T);
         }
     }
+    if (used[H_HASH]) /* ir/kernel.h: kiln_kx_hash_value, the same operations */
+        kiln_sb_puts(b, "/* SplitMix64 at counter b of seed a, top 31 bits: uniform in [0, 2^31) */\n"
+                        "static inline int64_t kiln_hash(int64_t a, int64_t b)\n{\n"
+                        "    uint64_t z = (uint64_t)a + (uint64_t)b * UINT64_C(0x9E3779B97F4A7C15);\n"
+                        "    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);\n"
+                        "    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);\n"
+                        "    z ^= z >> 31;\n"
+                        "    return (int64_t)(z >> 33);\n}\n\n");
     if (used[H_FAIL])
         kiln_sb_puts(b, "/* an entry's failure code: kernel index * 8 + the kernel's check code */\n"
                    "static int kiln_fail(int kernel, int code) { return kernel * 8 + code; }\n\n");
@@ -547,6 +560,10 @@ static void put_expr(kctx *c, int32_t e, bool top)
         put_expr(c, x->a, true);
         kiln_sb_puts(b, ")");
         return;
+    case KX_HASH:
+        c->helpers[H_HASH] = true;
+        put_call2(c, "kiln_hash", x->a, x->b);
+        return;
     case KX_SELECT:
         kiln_sb_puts(b, lp);
         put_expr(c, x->a, false);
@@ -610,6 +627,10 @@ int kiln_ce_operands(const kiln_kexpr *x, int32_t *ops, bool *cond)
     case KX_OR:
         ops[0] = x->a, ops[1] = x->b;
         cond[0] = false, cond[1] = true;
+        return 2;
+    case KX_HASH:
+        ops[0] = x->a, ops[1] = x->b;
+        cond[0] = cond[1] = false;
         return 2;
     default:
         if (is_binary(x->op)) {
@@ -1090,7 +1111,81 @@ static void emit_call(kiln_sbuf *b, const kiln_plan_entry *e, const kiln_kernel 
     free(bi);
 }
 
+/* ---- kernel signatures (codegen.h) ---- */
+
+void kiln_kfuncs_free(kiln_kfuncs *t)
+{
+    if (!t) return;
+    for (int i = 0; i < t->n; i++) {
+        free(t->f[i].bufs);
+        free(t->f[i].rw);
+    }
+    free(t->f);
+    memset(t, 0, sizeof *t);
+}
+
+bool kiln_kfuncs_add(kiln_kfuncs *t, const char *name, int32_t slot, int entry, int32_t ki,
+                     const kiln_plan_entry *e, bool rt)
+{
+    const kiln_kernel *k = e->kernels[ki];
+    if (t->n == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 16;
+        kiln_kfunc *f = realloc(t->f, (size_t)cap * sizeof *f);
+        if (!f) return false;
+        t->f = f;
+        t->cap = cap;
+    }
+    kiln_kfunc *f = &t->f[t->n];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->slot = slot;
+    f->entry = entry;
+    f->kernel = ki;
+    f->rt = rt;
+    bufinfo *bi = calloc((size_t)k->nbufs + 1, sizeof *bi);
+    f->bufs = calloc((size_t)k->nbufs + 1, sizeof *f->bufs);
+    f->rw = calloc((size_t)k->nbufs + 1, 1);
+    if (!bi || !f->bufs || !f->rw) {
+        free(bi);
+        free(f->bufs);
+        free(f->rw);
+        return false;
+    }
+    kiln_ce_classify_bufs(k, e, bi);
+    for (int32_t g = 0; g < k->ngemms; g++) { /* GEMM operands are read without loads */
+        const kiln_kgemm *gm = &k->gemms[g];
+        if (gm->a >= 0 && gm->a < k->nbufs) bi[gm->a].read = true;
+        if (gm->b >= 0 && gm->b < k->nbufs) bi[gm->b].read = true;
+    }
+    for (int32_t i = 0; i < k->nbufs; i++) {
+        if (!bi[i].param) continue;
+        f->bufs[f->nbufs] = i;
+        f->rw[f->nbufs++] = (uint8_t)((bi[i].read ? 1 : 0) | (bi[i].written ? 2 : 0) |
+                                      (bi[i].restrict_ok ? 4 : 0));
+    }
+    free(bi);
+    if (slot >= t->nslots) t->nslots = slot + 1;
+    t->n++;
+    return true;
+}
+
+static char *emit_source(const kiln_plan *plan, kiln_kfuncs *sigs);
+
 char *kiln_emit_c_source(const kiln_plan *plan)
+{
+    return emit_source(plan, NULL);
+}
+
+char *kiln_emit_c_source_sigs(const kiln_plan *plan, kiln_kfuncs *sigs)
+{
+    kiln_kfuncs_free(sigs);
+    char *src = emit_source(plan, sigs);
+    if (!src) kiln_kfuncs_free(sigs);
+    return src;
+}
+
+/* The unit; with sigs, also the kiln_kernels table and its description. */
+static char *emit_source(const kiln_plan *plan, kiln_kfuncs *sigs)
 {
     if (!plan) return NULL;
     kiln_sbuf out = {0}, body = {0}, rest = {0}, pre = {0};
@@ -1152,6 +1247,8 @@ char *kiln_emit_c_source(const kiln_plan *plan)
                 funcs[f].k = k;
                 funcs[f].uses_rt = uses_rt;
                 if (!(funcs[f].rest = strdup(rest.p)) || !(funcs[f].pre = strdup(pre_text)))
+                    oom = true;
+                if (sigs && !oom && !kiln_kfuncs_add(sigs, name, f, ei, ki, e, uses_rt))
                     oom = true;
             }
             fidx[slot] = f;
@@ -1237,6 +1334,15 @@ char *kiln_emit_c_source(const kiln_plan *plan)
             kiln_sb_printf(&out, "static int %s", funcs[f].name);
             sb_put_named(&out, funcs[f].rest, funcs[f].name);
             kiln_sb_puts(&out, "\n");
+        }
+        if (sigs) {
+            kiln_sb_puts(&out, "/* The kernels' addresses, so that the runtime can call any of "
+                               "them by\n * name (runtime/ffi.c) */\n");
+            kiln_sb_printf(&out, "void (*const " KILN_KERNEL_TABLE "[%d])(void) = {",
+                           nfuncs ? nfuncs : 1);
+            for (int f = 0; f < nfuncs; f++)
+                kiln_sb_printf(&out, "%s\n    (void (*)(void))%s", f ? "," : "", funcs[f].name);
+            kiln_sb_puts(&out, nfuncs ? "\n};\n\n" : "0};\n\n");
         }
         if (body.p) kiln_sb_puts(&out, body.p);
         oom = out.oom || body.oom;

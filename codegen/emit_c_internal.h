@@ -64,6 +64,12 @@ const char *kiln_ce_binop_token(int op);
  * it may be `restrict` (shared by the LLVM backend). */
 void kiln_ce_classify_bufs(const kiln_kernel *k, const kiln_plan_entry *e, bufinfo *bi);
 
+/* Appends function `name` (kernel ki of plan entry `entry`, e its entry)
+ * to a signature table (codegen.h, "kernel signatures"); false when out of
+ * memory. */
+bool kiln_kfuncs_add(kiln_kfuncs *t, const char *name, int32_t slot, int entry, int32_t ki,
+                     const kiln_plan_entry *e, bool rt);
+
 /* emit_par.c */
 void kiln_ce_put_outlined(kctx *c, int32_t s, int depth, int guard);
 void kiln_ce_put_gemm(kctx *c, int32_t s, int depth);

@@ -796,6 +796,25 @@ static LLVMValueRef ex_unary(kl_fn *f, int32_t e, const kiln_kexpr *x)
     }
 }
 
+/* KX_HASH: ir/kernel.h's kiln_kx_hash_value, operation for operation (LLVM's
+ * integer arithmetic wraps without nsw/nuw flags, as uint64_t does). */
+static LLVMValueRef ex_hash(kl_fn *f, const kiln_kexpr *x)
+{
+    kl_mod *m = f->m;
+    LLVMTypeRef T = m->t_i64;
+    LLVMValueRef a = conv(m, ex(f, x->a), T), b = conv(m, ex(f, x->b), T);
+    LLVMValueRef z = LLVMBuildAdd(m->b, a,
+                                  LLVMBuildMul(m->b, b, LLVMConstInt(T, 0x9E3779B97F4A7C15ull, 0), ""),
+                                  "");
+    static const unsigned long long mul[2] = {0xBF58476D1CE4E5B9ull, 0x94D049BB133111EBull};
+    static const unsigned shift[3] = {30, 27, 31};
+    for (int r = 0; r < 3; r++) {
+        z = LLVMBuildXor(m->b, z, LLVMBuildLShr(m->b, z, LLVMConstInt(T, shift[r], 0), ""), "");
+        if (r < 2) z = LLVMBuildMul(m->b, z, LLVMConstInt(T, mul[r], 0), "");
+    }
+    return LLVMBuildLShr(m->b, z, LLVMConstInt(T, 33, 0), "");
+}
+
 static LLVMValueRef ex(kl_fn *f, int32_t e)
 {
     kl_mod *m = f->m;
@@ -833,6 +852,9 @@ static LLVMValueRef ex(kl_fn *f, int32_t e)
         break;
     case KX_CAST:
         r = ex_cast(f, x);
+        break;
+    case KX_HASH:
+        r = ex_hash(f, x);
         break;
     default:
         if (x->op >= KX_ADD && x->op <= KX_OR)

@@ -14,6 +14,11 @@
  *   - an entry calls its kernels in order on their places (P/S/A + offset)
  *     and returns (kernel index) * 8 + (check code) from the first kernel
  *     whose check fails, else 0; P, S and A are `noalias` (C's restrict);
+ *   - asked for signatures (sigs not NULL), the module also defines
+ *     `@kiln_kernels`, a constant array of the kernel functions' addresses,
+ *     and *sigs describes them (codegen.h, "kernel signatures") under the C
+ *     emitter's names: a kernel's own name, or <entry>_<name> when another
+ *     function has it; a kernel built once for two names answers to both;
  *   - a buffer without a place, an unsupported dtype or a malformed kernel
  *     fails the build with a message naming the entry and kernel; the
  *     module is verified (LLVMVerifyModule) before it is handed out.
@@ -220,6 +225,54 @@ static void emit_call(kl_mod *m, LLVMValueRef ent, const kiln_plan_entry *e, int
     LLVMPositionBuilderAtEnd(m->b, ok);
 }
 
+/* ---- kernel signatures ---- */
+
+/* Whether sigs has a function named `name`: -1 no, else its slot. */
+static int32_t name_slot(const kiln_kfuncs *t, const char *name)
+{
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->f[i].name, name)) return t->f[i].slot;
+    return -1;
+}
+
+/* Names kernel ki of entry ei, built as function `slot`, in sigs: the C
+ * emitter's rule (its name, else <entry>_<name>[_n] when a different
+ * function has it); nothing when the name is already this function's. */
+static void sig_name(kl_mod *m, kiln_kfuncs *t, int32_t slot, const kiln_plan *plan, int ei, int ki,
+                     bool rt)
+{
+    const kiln_plan_entry *e = &plan->entries[ei];
+    char base[72], en[64], name[160];
+    ident_from(base, sizeof base, e->kernels[ki]->name);
+    ident_from(en, sizeof en, e->name);
+    snprintf(name, sizeof name, "%s", base);
+    int32_t have;
+    for (int n = 1; (have = name_slot(t, name)) >= 0 && have != slot; n++) {
+        if (n == 1) snprintf(name, sizeof name, "%s_%s", en, base);
+        else snprintf(name, sizeof name, "%s_%s_%d", en, base, n);
+    }
+    if (have == slot) return;
+    if (!kiln_kfuncs_add(t, name, slot, ei, ki, e, rt)) kl_fail(m, "out of memory");
+}
+
+/* @kiln_kernels: the kernel functions' addresses, slot by slot. */
+static void kernel_table(kl_mod *m, const kfunc *funcs, int n)
+{
+    LLVMValueRef *v = calloc((size_t)n + 1, sizeof *v);
+    if (!v) {
+        kl_fail(m, "out of memory");
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        v[i] = kl_const_ptr(funcs[i].fn, m->t_ptr);
+    if (!n) v[0] = LLVMConstNull(m->t_ptr);
+    unsigned len = (unsigned)(n ? n : 1);
+    LLVMValueRef g = LLVMAddGlobal(m->m, LLVMArrayType(m->t_ptr, len), KILN_KERNEL_TABLE);
+    LLVMSetInitializer(g, LLVMConstArray(m->t_ptr, v, len));
+    LLVMSetGlobalConstant(g, 1);
+    free(v);
+}
+
 /* ---- targets ---- */
 
 static bool has_feature(const char *features, const char *f)
@@ -287,9 +340,10 @@ static void init_types(kl_mod *m)
 }
 
 kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, bool fma,
-                            LLVMModuleRef *out, char **err)
+                            kiln_kfuncs *sigs, LLVMModuleRef *out, char **err)
 {
     *out = NULL;
+    if (sigs) kiln_kfuncs_free(sigs);
     if (!plan) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_llvm: no plan");
     kl_mod m;
     memset(&m, 0, sizeof m);
@@ -334,8 +388,11 @@ kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, boo
                 if (!funcs[f].fn) kl_fail(&m, "kernel %s could not be built", k->name);
             }
             fidx[slot] = f;
+            if (sigs && !m.error) sig_name(&m, sigs, f, plan, ei, ki, true);
         }
     }
+    if (sigs && !m.error) kernel_table(&m, funcs, nfuncs);
+    if (sigs) sigs->nslots = nfuncs;
     /* entries */
     LLVMTypeRef ept[4] = {m.t_ptr, m.t_ptr, m.t_ptr, m.t_ptr};
     LLVMTypeRef ety = LLVMFunctionType(m.t_i32, ept, 4, 0);
@@ -362,6 +419,7 @@ kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, boo
     free(funcs);
     free(fidx);
     LLVMDisposeBuilder(m.b);
+    if (m.error && sigs) kiln_kfuncs_free(sigs);
     if (m.error) {
         kiln_status st = strstr(m.error, "out of memory") ? KILN_ERR_NOMEM
                          : strstr(m.error, "unsupported") ? KILN_ERR_UNSUPPORTED
@@ -375,6 +433,7 @@ kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, boo
                                       "kiln_llvm: the module does not verify: %s", msg ? msg : "?");
         LLVMDisposeMessage(msg);
         LLVMDisposeModule(m.m);
+        if (sigs) kiln_kfuncs_free(sigs);
         return st;
     }
     LLVMDisposeMessage(msg);

@@ -186,10 +186,12 @@ void *kl_runtime_address(int i);
 
 /* ---- the module (emit_llvm_entry.c) ---- */
 /* Builds the plan's module in context c for a target of `vw` f32 lanes,
- * with or without FMA, into *out (verified). On failure *out is NULL and
- * *err (may be NULL; caller frees) says why. */
+ * with or without FMA, into *out (verified). With sigs, the module also
+ * defines @kiln_kernels and *sigs describes it (codegen.h, "kernel
+ * signatures"; emptied on failure). On failure *out is NULL and *err (may
+ * be NULL; caller frees) says why. */
 kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, bool fma,
-                            LLVMModuleRef *out, char **err);
+                            kiln_kfuncs *sigs, LLVMModuleRef *out, char **err);
 /* The host's CPU name and features (LLVM's strings; dispose with
  * LLVMDisposeMessage), and the GEMM's lanes and FMA they imply. */
 void kl_host_target(char **cpu, char **features, int *vw, bool *fma);

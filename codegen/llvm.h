@@ -47,6 +47,19 @@ int kiln_llvm_available(void);
  * quoting LLVM's message), out of memory. */
 kiln_status kiln_llvm_load(const kiln_plan *plan, kiln_llvm_jit **out, double *seconds, char **err);
 
+/* What kiln_llvm_load2 measured, in seconds. */
+typedef struct kiln_llvm_times {
+    double emit;     /* building the module from the plan */
+    double optimize; /* the "default<O3>" pipeline */
+    double codegen;  /* creating the JIT, machine code, symbol lookups */
+} kiln_llvm_times;
+
+/* kiln_llvm_load, and with sigs (may be NULL) the kernels' signatures and
+ * their address table @kiln_kernels (codegen.h, "kernel signatures");
+ * times (may be NULL) gets the phases. */
+kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_jit **out,
+                            kiln_llvm_times *times, char **err);
+
 /* The address of a symbol of the compiled module ("kiln_train_step", ...),
  * or NULL when it has none. */
 void *kiln_llvm_sym(kiln_llvm_jit *j, const char *name);

@@ -17,7 +17,10 @@
  *                              intrinsic ("llvm.fma", "llvm.masked.load", ...);
  *   kl_symbol_map_pair         ORC's (name, evaluated symbol) pair type,
  *                              renamed in LLVM 15;
- *   kl_tsctx_context(ts)       the LLVMContext of a thread-safe context.
+ *   kl_tsctx_context(ts)       the LLVMContext of a thread-safe context;
+ *   kl_const_ptr(v, ptr)       a constant pointer (a function) as the generic
+ *                              pointer type: itself with opaque pointers, a
+ *                              constant bitcast on LLVM 14.
  *
  * Opaque and typed pointers differ only through kl_ptr / kl_ptr_cast: the
  * emitter passes every buffer as a pointer to i8 (kl_ptr(ctx, i8)) and casts
@@ -96,6 +99,16 @@ typedef LLVMJITCSymbolMapPair kl_symbol_map_pair;
 static inline LLVMContextRef kl_tsctx_context(LLVMOrcThreadSafeContextRef ts)
 {
     return LLVMOrcThreadSafeContextGetContext(ts);
+}
+
+static inline LLVMValueRef kl_const_ptr(LLVMValueRef v, LLVMTypeRef ptr)
+{
+#if KL_OPAQUE_POINTERS
+    (void)ptr;
+    return v;
+#else
+    return LLVMConstBitCast(v, ptr);
+#endif
 }
 
 #endif /* KILN_HAVE_LLVM */

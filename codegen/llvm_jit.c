@@ -162,13 +162,15 @@ static bool verbose(void)
 /* Builds the plan's module in c for t, with t's triple and data layout,
  * optimised at O3 when tm is given. */
 static kiln_status build_module(const kiln_plan *plan, LLVMContextRef c, const target *t,
-                                LLVMTargetMachineRef tm, LLVMModuleRef *out, char **err)
+                                LLVMTargetMachineRef tm, kiln_kfuncs *sigs, kiln_llvm_times *times,
+                                LLVMModuleRef *out, char **err)
 {
     LLVMContextSetDiagnosticHandler(c, diagnostic, NULL);
     double t0 = now();
-    kiln_status st = kl_build_module(plan, c, t->vw, t->fma, out, err);
+    kiln_status st = kl_build_module(plan, c, t->vw, t->fma, sigs, out, err);
     if (st) return st;
     double t1 = now();
+    if (times) times->emit = t1 - t0;
     LLVMSetTarget(*out, t->triple);
     if (!tm) return KILN_OK;
     LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
@@ -181,6 +183,7 @@ static kiln_status build_module(const kiln_plan *plan, LLVMContextRef c, const t
     LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
     LLVMErrorRef e = LLVMRunPasses(*out, "default<O3>", tm, o);
     LLVMDisposePassBuilderOptions(o);
+    if (times) times->optimize = now() - t1;
     const char *dump = getenv("KILN_LLVM_DUMP");
     if (dump && *dump) {
         char *msg = NULL;
@@ -225,8 +228,19 @@ static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit)
 
 kiln_status kiln_llvm_load(const kiln_plan *plan, kiln_llvm_jit **out, double *seconds, char **err)
 {
-    if (err) *err = NULL;
     if (seconds) *seconds = 0.0;
+    kiln_llvm_times t;
+    double t0 = now();
+    kiln_status st = kiln_llvm_load2(plan, NULL, out, &t, err);
+    if (!st && seconds) *seconds = now() - t0;
+    return st;
+}
+
+kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_jit **out,
+                            kiln_llvm_times *times, char **err)
+{
+    if (err) *err = NULL;
+    if (times) memset(times, 0, sizeof *times);
     if (!out) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_llvm_load: out is NULL");
     *out = NULL;
     if (!plan) return kiln_set_err(err, KILN_ERR_INVALID, "kiln_llvm_load: no plan");
@@ -246,8 +260,9 @@ kiln_status kiln_llvm_load(const kiln_plan *plan, kiln_llvm_jit **out, double *s
     if (!st) st = make_tm(&t, LLVMRelocPIC, LLVMCodeModelJITDefault, &tm_jit, err);
     if (!st) {
         ts = LLVMOrcCreateNewThreadSafeContext();
-        st = build_module(plan, kl_tsctx_context(ts), &t, tm, &mod, err);
+        st = build_module(plan, kl_tsctx_context(ts), &t, tm, sigs, times, &mod, err);
     }
+    double t_jit = now();
     if (!st) {
         LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
         /* the JIT's machine: the one the module was optimised for (owned by
@@ -303,9 +318,10 @@ kiln_status kiln_llvm_load(const kiln_plan *plan, kiln_llvm_jit **out, double *s
     target_free(&t);
     if (st) {
         kiln_llvm_free(j);
+        if (sigs) kiln_kfuncs_free(sigs);
         return st;
     }
-    if (seconds) *seconds = now() - t0;
+    if (times) times->codegen = now() - t_jit;
     if (verbose()) fprintf(stderr, "kiln_llvm: loaded in %.3f s\n", now() - t0);
     *out = j;
     return KILN_OK;
@@ -370,7 +386,7 @@ kiln_status kiln_llvm_emit_object(const kiln_plan *plan, const char *triple, con
     kiln_status st = make_tm(&t, LLVMRelocPIC, LLVMCodeModelDefault, &tm, err);
     if (!st) {
         c = LLVMContextCreate();
-        st = build_module(plan, c, &t, tm, &mod, err);
+        st = build_module(plan, c, &t, tm, NULL, NULL, &mod, err);
     }
     if (!st) {
         char *msg = NULL;
@@ -399,7 +415,7 @@ char *kiln_llvm_module_text(const kiln_plan *plan, char **err)
     LLVMContextRef c = LLVMContextCreate();
     LLVMModuleRef mod = NULL;
     char *out = NULL;
-    if (!build_module(plan, c, &t, NULL, &mod, err)) {
+    if (!build_module(plan, c, &t, NULL, NULL, NULL, &mod, err)) {
         char *s = LLVMPrintModuleToString(mod);
         out = s ? strdup(s) : NULL;
         LLVMDisposeMessage(s);
@@ -416,6 +432,17 @@ char *kiln_llvm_module_text(const kiln_plan *plan, char **err)
 int kiln_llvm_available(void)
 {
     return 0;
+}
+
+kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_jit **out,
+                            kiln_llvm_times *times, char **err)
+{
+    (void)plan;
+    if (sigs) kiln_kfuncs_free(sigs);
+    if (out) *out = NULL;
+    if (times) memset(times, 0, sizeof *times);
+    if (err) *err = NULL;
+    return kiln_set_err(err, KILN_ERR_UNSUPPORTED, "%s", NO_LLVM_MSG);
 }
 
 kiln_status kiln_llvm_load(const kiln_plan *plan, kiln_llvm_jit **out, double *seconds, char **err)

@@ -1,5 +1,5 @@
 /* codegen/lower_loss.c — lowering rules of the losses (cross_entropy,
- * mse_loss, bce_with_logits) and of one_hot.
+ * mse_loss, bce_with_logits, l1_loss) and of one_hot.
  *
  * Each computes what its reference in ir/ops_loss.c computes. The losses
  * are one kernel each with a scalar output: a sum in an f64 local over the
@@ -24,8 +24,8 @@
  * reach the result; the label-indexed load reads index 0 for them, so it
  * stays in bounds whatever the ignored label holds.
  *
- * mse_loss and bce_with_logits sum a term per element (in f64):
- *   (a - b)^2              max(x, 0) - x t + log1p(exp(-|x|))
+ * mse_loss, bce_with_logits and l1_loss sum a term per element (in f64):
+ *   (a - b)^2              max(x, 0) - x t + log1p(exp(-|x|))         |a - b|
  * the second as the reference writes it (x > 0 ? x : 0, which keeps a NaN x
  * NaN through the x t term), stable for large |x|.
  *
@@ -118,7 +118,7 @@ kiln_status kiln_cross_entropy_lower(kiln_kb *kb, const kiln_graph *g, int32_t n
     return kiln_kb_status(kb);
 }
 
-/* ---- mse_loss, bce_with_logits ---- */
+/* ---- mse_loss, bce_with_logits, l1_loss ---- */
 
 /* The loss term of one element pair, as f64 expressions. */
 typedef int32_t (*loss_term)(kiln_kb *kb, int32_t a, int32_t b);
@@ -135,6 +135,11 @@ static int32_t bce_term(kiln_kb *kb, int32_t x, int32_t t)
     int32_t relu = kiln_kx_select(kb, BIN(KX_GT, x, F64(0)), x, F64(0));
     int32_t soft = UN(KX_LOG1P, UN(KX_EXP, UN(KX_NEG, UN(KX_ABS, x))));
     return BIN(KX_ADD, BIN(KX_SUB, relu, BIN(KX_MUL, x, t)), soft);
+}
+
+static int32_t l1_term(kiln_kb *kb, int32_t a, int32_t b)
+{
+    return UN(KX_ABS, BIN(KX_SUB, a, b));
 }
 
 /* out = mean over the elements of term(a, b), a and b of one shape. */
@@ -163,6 +168,11 @@ kiln_status kiln_mse_loss_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
 kiln_status kiln_bce_with_logits_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
 {
     return lower_mean_loss(kb, g, node, bce_term);
+}
+
+kiln_status kiln_l1_loss_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
+{
+    return lower_mean_loss(kb, g, node, l1_term);
 }
 
 /* ---- one_hot ---- */

@@ -638,6 +638,18 @@ static kiln_status call_op(lower *L, int op, const fe_expr *e, const call_args *
     return build_op(L, info->name, nin, in, na, attrs, e->loc, out);
 }
 
+/* The value of an argument left out. */
+static fe_value arg_default(const fe_argspec *spec)
+{
+    switch (spec->kind) {
+    case FA_INTS: return (fe_value){.kind = V_LIST};
+    case FA_STR: return (fe_value){.kind = V_STR};
+    case FA_FLOAT: return num_float(spec->def);
+    case FA_DTYPE: return (fe_value){.kind = V_DTYPE, .dtype = (kiln_dtype)spec->def};
+    default: return num_int((int64_t)spec->def);
+    }
+}
+
 static kiln_status call_layer(lower *L, int index, const fe_expr *e, const call_args *c,
                               fe_value *out)
 {
@@ -660,13 +672,7 @@ static kiln_status call_layer(lower *L, int index, const fe_expr *e, const call_
         if (spec[s].required)
             return fe_error(L->d, e->loc, KILN_ERR_INVALID, "%s needs the argument '%s' (%s)",
                             ly->name, spec[s].name, argkind_name(spec[s].kind));
-        switch (spec[s].kind) {
-        case FA_INTS: vals[s] = (fe_value){.kind = V_LIST}; break;
-        case FA_STR: vals[s] = (fe_value){.kind = V_STR}; break;
-        case FA_FLOAT: vals[s] = num_float(spec[s].def); break;
-        case FA_DTYPE: vals[s] = (fe_value){.kind = V_DTYPE, .dtype = (kiln_dtype)spec[s].def}; break;
-        default: vals[s] = num_int((int64_t)spec[s].def); break;
-        }
+        vals[s] = arg_default(&spec[s]);
     }
     /* Parameter names: the scope's prefix, then the given name or the
      * layer's kind and how many of that kind this scope has made. */
@@ -799,6 +805,14 @@ static kiln_status eval_call(lower *L, const fe_expr *e, fe_value *out)
     if (!c.v) return fe_nomem(L->d);
     while (c.npos < c.n && !c.a[c.npos].kw) c.npos++;
     for (int i = 0; i < c.n && !st; i++) st = eval(L, c.a[i].e, &c.v[i]);
+    /* A layer that is also an op (conv2d): the op when the second argument
+     * is a tensor (conv2d(x, w, stride=2)), the layer otherwise
+     * (conv2d(x, 32, kernel=3)). */
+    if (!st && kind == CALLEE_LAYER && c.npos >= 2 && c.v[1].kind == V_TENSOR &&
+        find_op(e->call.name) >= 0) {
+        kind = CALLEE_OP;
+        index = find_op(e->call.name);
+    }
     if (!st) {
         if (kind == CALLEE_BLOCK) st = call_block(L, index, e, &c, out);
         else if (kind == CALLEE_LAYER) st = call_layer(L, index, e, &c, out);
@@ -928,28 +942,41 @@ static kiln_status lower_metric(lower *L, const fe_stmt *s)
         return fe_error(L->d, e->loc, KILN_ERR_NOT_FOUND, "unknown metric '%s'%s; the metrics "
                         "are: %s", e->call.name, fe_suggest_hint(&sg, hint, sizeof hint), names);
     }
+    /* Tensor inputs first, then the metric's own arguments, as a layer's. */
+    call_args c = {.n = e->call.nargs, .a = e->call.args};
+    c.v = calloc((size_t)(c.n ? c.n : 1), sizeof *c.v);
+    if (!c.v) return fe_nomem(L->d);
+    while (c.npos < c.n && !c.a[c.npos].kw) c.npos++;
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < c.n && !st; i++) st = eval(L, c.a[i].e, &c.v[i]);
     kiln_value in[FE_MAX_ARGS];
-    int n = 0;
-    for (int i = 0; i < e->call.nargs; i++) {
-        const fe_arg *a = &e->call.args[i];
-        if (a->kw)
-            return fe_error(L->d, a->kw_loc, KILN_ERR_INVALID, "metric %s takes no named "
-                            "arguments", m->name);
-        fe_value v;
-        kiln_status st = eval(L, a->e, &v);
-        if (st) return st;
-        if (v.kind != V_TENSOR)
-            return fe_error(L->d, expr_start(a->e), KILN_ERR_INVALID, "argument %d of metric "
-                            "%s must be a tensor, not %s", i + 1, m->name, value_kind(&v));
-        in[n++] = v.t;
+    for (int i = 0; i < m->ninputs && !st; i++) {
+        if (i >= c.npos) st = arity_error(L, e->loc, m->name, m->ninputs, count_tensors(&c));
+        else if (c.v[i].kind != V_TENSOR)
+            st = fe_error(L->d, arg_loc(&c, i), KILN_ERR_INVALID, "argument %d of metric %s "
+                          "must be a tensor, not %s", i + 1, m->name, value_kind(&c.v[i]));
+        else in[i] = c.v[i].t;
     }
-    if (n != m->ninputs) return arity_error(L, e->loc, m->name, m->ninputs, n);
+    fe_value vals[FE_METRIC_MAX_ARGS];
+    bool given[FE_METRIC_MAX_ARGS];
+    if (!st) st = bind_args(L, m->name, "argument", m->args, m->nargs, &c, m->ninputs, vals, given);
+    free(c.v);
+    if (st) return st;
+    for (int k = 0; k < m->nargs; k++) {
+        if (!given[k] && m->args[k].required)
+            return fe_error(L->d, e->loc, KILN_ERR_INVALID, "%s needs the argument '%s' (%s)",
+                            m->name, m->args[k].name, argkind_name(m->args[k].kind));
+        if (!given[k]) vals[k] = arg_default(&m->args[k]);
+    }
     set_loc(L, e->loc);
-    kiln_value v = m->build(L->g, in);
+    kiln_metric_kind kind = KILN_METRIC_MEAN;
+    kiln_value v = m->build(L->g, in, vals, given, &kind);
     if (v < 0) return graph_error(L, e->loc, (kiln_status)v);
     fe_value val = tensor(v);
-    return mark(L, &val, KILN_ROLE_METRIC, s->name ? s->name : m->name,
-                s->name ? s->name_loc : e->loc);
+    fe_loc at = s->name ? s->name_loc : e->loc;
+    if ((st = mark(L, &val, KILN_ROLE_METRIC, s->name ? s->name : m->name, at))) return st;
+    st = kind == KILN_METRIC_MEAN ? KILN_OK : kiln_set_metric_kind(L->g, v, kind);
+    return st ? graph_error(L, at, st) : KILN_OK;
 }
 
 /* Checks a block definition: every call in it resolves, to an op, a layer

@@ -54,10 +54,20 @@ typedef struct fe_layer {
 extern const fe_layer fe_layers[];
 extern const int fe_nlayers;
 
+#define FE_METRIC_MAX_ARGS 4
+
+/* A metric (frontend/layers.c): its tensor inputs, its other arguments
+ * (bound, checked and defaulted as a layer's are; given[i] tells whether
+ * args[i] was written) and a function that builds its per-batch partial
+ * from them and sets *kind, how the runtime finalises the summed partials
+ * (it starts as KILN_METRIC_MEAN). */
 typedef struct fe_metric {
     const char *name;
     int ninputs;
-    kiln_value (*build)(kiln_graph *g, const kiln_value *in);
+    int nargs;
+    fe_argspec args[FE_METRIC_MAX_ARGS];
+    kiln_value (*build)(kiln_graph *g, const kiln_value *in, const fe_value *args,
+                        const bool *given, kiln_metric_kind *kind);
 } fe_metric;
 
 extern const fe_metric fe_metrics[];

@@ -71,6 +71,28 @@ kiln_status kiln_set_metric(kiln_graph *g, kiln_value v, const char *name)
 {
     return set_role(g, v, KILN_ROLE_METRIC, name);
 }
+kiln_status kiln_set_metric_kind(kiln_graph *g, kiln_value v, kiln_metric_kind kind)
+{
+    if (!g) return KILN_ERR_INVALID;
+    if (v < 0) return (kiln_status)v;
+    if (v >= g->nnodes) return kiln_errorf(g, KILN_ERR_INVALID, "no node %%%d", v);
+    kiln_node *n = &g->nodes[v];
+    if (n->role != KILN_ROLE_METRIC)
+        return kiln_errorf(g, KILN_ERR_INVALID, "%%%d is not a metric (role %s); mark it with "
+                           "kiln_set_metric first", v, kiln_role_name((kiln_role)n->role));
+    if ((unsigned)kind >= KILN_METRIC_KIND_COUNT)
+        return kiln_errorf(g, KILN_ERR_INVALID, "unknown metric kind %d", (int)kind);
+    if (!kiln_metric_size_ok(kind, kiln_node_numel(n))) {
+        char t[128];
+        return kiln_errorf(g, KILN_ERR_SHAPE, "metric '%s': a %s partial has %s elements, "
+                           "not %lld (%s)", n->name ? n->name : "?", kiln_metric_kind_name(kind),
+                           kind == KILN_METRIC_MEAN ? "1"
+                           : kind == KILN_METRIC_IOU_MEAN ? "an even number of" : "2",
+                           (long long)kiln_node_numel(n), kiln_node_type_str(n, t, sizeof t));
+    }
+    n->metric = (uint8_t)kind;
+    return KILN_OK;
+}
 
 /* ---- ops ---- */
 
@@ -245,6 +267,70 @@ kiln_value kiln_bce_with_logits(kiln_graph *g, kiln_value logits, kiln_value tar
     kiln_value in[2] = {logits, target};
     return by_name(g, "bce_with_logits", 2, in, 0, NULL);
 }
+kiln_value kiln_l1_loss(kiln_graph *g, kiln_value pred, kiln_value target)
+{
+    kiln_value in[2] = {pred, target};
+    return by_name(g, "l1_loss", 2, in, 0, NULL);
+}
+
+/* ---- pooling, upsampling, padding (ir/ops_pool.def) ---- */
+
+static kiln_value pool2d(kiln_graph *g, const char *op, kiln_value x, const kiln_pool_params *p,
+                         bool max)
+{
+    if (!g) return KILN_ERR_INVALID;
+    if (!p) return kiln_errorf(g, KILN_ERR_INVALID, "%s: no parameters given", op);
+    int64_t st[2], dil[2];
+    for (int i = 0; i < 2; i++) {
+        st[i] = p && p->stride[i] ? p->stride[i] : (p ? p->kernel[i] : 0);
+        dil[i] = p && p->dilation[i] ? p->dilation[i] : 1;
+    }
+    kiln_attr a[5];
+    int n = 0;
+    a[n++] = kiln_attr_ints("kernel", 2, p ? p->kernel : st);
+    a[n++] = kiln_attr_ints("stride", 2, st);
+    a[n++] = kiln_attr_ints("padding", 2, p ? p->padding : st);
+    if (max) a[n++] = kiln_attr_ints("dilation", 2, dil);
+    a[n++] = kiln_attr_int("ceil_mode", p && p->ceil_mode != 0);
+    if (!max) a[n++] = kiln_attr_int("count_include_pad", !(p && p->exclude_pad));
+    return by_name(g, op, 1, &x, n, a);
+}
+
+kiln_value kiln_max_pool2d(kiln_graph *g, kiln_value x, const kiln_pool_params *p)
+{
+    return pool2d(g, "max_pool2d", x, p, true);
+}
+
+kiln_value kiln_avg_pool2d(kiln_graph *g, kiln_value x, const kiln_pool_params *p)
+{
+    return pool2d(g, "avg_pool2d", x, p, false);
+}
+
+kiln_value kiln_adaptive_avg_pool2d(kiln_graph *g, kiln_value x, int64_t oh, int64_t ow)
+{
+    int64_t v[2] = {oh, ow};
+    kiln_attr a = kiln_attr_ints("output_size", 2, v);
+    return by_name(g, "adaptive_avg_pool2d", 1, &x, 1, &a);
+}
+
+kiln_value kiln_upsample(kiln_graph *g, kiln_value x, int64_t scale, int64_t oh, int64_t ow,
+                         int mode, int align_corners)
+{
+    int64_t v[2] = {oh, ow};
+    kiln_attr a[4] = {kiln_attr_int("scale", scale), kiln_attr_ints("size", scale ? 0 : 2, v),
+                      kiln_attr_int("mode", mode), kiln_attr_int("align_corners", align_corners)};
+    return by_name(g, "upsample", 1, &x, 4, a);
+}
+
+kiln_value kiln_pad(kiln_graph *g, kiln_value x, int npads, const int64_t *pads, double value,
+                    int mode)
+{
+    if (g && (npads != 2 && npads != 4))
+        return kiln_errorf(g, KILN_ERR_INVALID, "pad: %d pads given (2 or 4)", npads);
+    kiln_attr a[3] = {kiln_attr_ints("pads", npads, pads), kiln_attr_float("value", value),
+                      kiln_attr_int("mode", mode)};
+    return by_name(g, "pad", 1, &x, 3, a);
+}
 
 /* ---- ops by name with textual attributes ---- */
 
@@ -352,4 +438,203 @@ kiln_value kiln_linear(kiln_graph *g, kiln_value x, int64_t out_features, int bi
         y = kiln_add(g, y, b);
     }
     return y;
+}
+
+/* ---- convolutions ---- */
+
+/* The attributes of conv op `op` from p (NULL: defaults); zero stride,
+ * dilation and groups mean 1. Returns the count. */
+static int conv_attrs(int op, const kiln_conv_params *p, kiln_attr *at)
+{
+    kiln_conv_params d;
+    memset(&d, 0, sizeof d);
+    if (p) d = *p;
+    for (int k = 0; k < 2; k++) {
+        if (d.stride[k] == 0) d.stride[k] = 1;
+        if (d.dilation[k] == 0) d.dilation[k] = 1;
+    }
+    if (d.groups == 0) d.groups = 1;
+    int n = 0;
+    at[n++] = kiln_attr_ints("stride", 2, d.stride);
+    at[n++] = kiln_attr_ints("padding", 2, d.padding);
+    if (op == KILN_OP_CONV_TRANSPOSE2D) at[n++] = kiln_attr_ints("output_padding", 2, d.output_padding);
+    at[n++] = kiln_attr_ints("dilation", 2, d.dilation);
+    at[n++] = kiln_attr_int("groups", d.groups);
+    return n;
+}
+
+static kiln_value conv_op(kiln_graph *g, int op, kiln_value x, kiln_value w, kiln_value b,
+                          const kiln_conv_params *p)
+{
+    if (!g) return KILN_ERR_INVALID;
+    kiln_value in[3] = {x, w, b};
+    kiln_attr at[5];
+    int na = conv_attrs(op, p, at);
+    return kiln_build(g, op, b == KILN_NO_VALUE ? 2 : 3, in, na, at);
+}
+
+kiln_value kiln_conv2d(kiln_graph *g, kiln_value x, kiln_value w, kiln_value b,
+                       const kiln_conv_params *p)
+{
+    return conv_op(g, KILN_OP_CONV2D, x, w, b, p);
+}
+
+kiln_value kiln_conv_transpose2d(kiln_graph *g, kiln_value x, kiln_value w, kiln_value b,
+                                 const kiln_conv_params *p)
+{
+    return conv_op(g, KILN_OP_CONV_TRANSPOSE2D, x, w, b, p);
+}
+
+static kiln_value conv_layer(kiln_graph *g, int op, kiln_value x, int64_t out, int64_t kh,
+                             int64_t kw, const kiln_conv_params *p, int bias, const char *name)
+{
+    if (x < 0) return x;
+    const char *what = kiln_ops[op].name;
+    if (!g || !name) return g ? kiln_errorf(g, KILN_ERR_INVALID, "%s needs a name", what) : KILN_ERR_INVALID;
+    const kiln_node *xn = &g->nodes[x];
+    char t[128];
+    if (xn->rank != 4 || !kiln_dtype_is_float((kiln_dtype)xn->dtype))
+        return kiln_errorf(g, KILN_ERR_SHAPE, "%s '%s': input must be a float tensor [N, C, H, "
+                           "W], got %s", what, name, kiln_node_type_str(xn, t, sizeof t));
+    int64_t groups = p && p->groups ? p->groups : 1;
+    int64_t C = xn->shape[1];
+    if (out <= 0 || kh <= 0 || kw <= 0 || groups <= 0 || C % groups || out % groups)
+        return kiln_errorf(g, KILN_ERR_INVALID, "%s '%s': out_channels %lld, kernel [%lld, %lld] "
+                           "and groups %lld must be positive, with in (%lld) and out channels "
+                           "divisible by groups", what, name, (long long)out, (long long)kh,
+                           (long long)kw, (long long)groups, (long long)C);
+    kiln_dtype dt = (kiln_dtype)xn->dtype;
+    bool tr = op == KILN_OP_CONV_TRANSPOSE2D;
+    int64_t wshape[4] = {tr ? C : out, (tr ? out : C) / groups, kh, kw};
+    /* PyTorch: kaiming_uniform_(a=sqrt(5)) gives U(+-1/sqrt(fan_in)), fan_in
+     * from the weight's axis 1 and the kernel; the bias the same. */
+    double bound = 1.0 / sqrt((double)(wshape[1] * kh * kw));
+    char pname[256];
+    snprintf(pname, sizeof pname, "%s.weight", name);
+    kiln_value w = kiln_param(g, pname, dt, 4, wshape, KILN_INIT_UNIFORM, bound);
+    kiln_value b = KILN_NO_VALUE;
+    if (w >= 0 && bias) {
+        snprintf(pname, sizeof pname, "%s.bias", name);
+        b = kiln_param(g, pname, dt, 1, &out, KILN_INIT_UNIFORM, bound);
+    }
+    if (w < 0) return w;
+    if (b < 0 && b != KILN_NO_VALUE) return b;
+    return conv_op(g, op, x, w, b, p);
+}
+
+kiln_value kiln_conv2d_layer(kiln_graph *g, kiln_value x, int64_t out_channels, int64_t kh,
+                             int64_t kw, const kiln_conv_params *p, int bias, const char *name)
+{
+    return conv_layer(g, KILN_OP_CONV2D, x, out_channels, kh, kw, p, bias, name);
+}
+
+kiln_value kiln_conv_transpose2d_layer(kiln_graph *g, kiln_value x, int64_t out_channels,
+                                       int64_t kh, int64_t kw, const kiln_conv_params *p,
+                                       int bias, const char *name)
+{
+    return conv_layer(g, KILN_OP_CONV_TRANSPOSE2D, x, out_channels, kh, kw, p, bias, name);
+}
+
+/* ---- training versus evaluation: batchnorm, dropout ---- */
+
+kiln_value kiln_train_eval(kiln_graph *g, kiln_value a, kiln_value b)
+{
+    kiln_value in[2] = {a, b};
+    return kiln_build(g, KILN_OP_TRAIN_EVAL, 2, in, 0, NULL);
+}
+
+/* A model-state leaf "<layer>.<what>" (role STATE) with an initialisation. */
+static kiln_value model_state(kiln_graph *g, const char *layer, const char *what, kiln_dtype t,
+                              int rank, const int64_t *shape, kiln_init init)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.%s", layer, what);
+    kiln_attr a = kiln_attr_int("init", init);
+    return kiln_build_leaf(g, KILN_ROLE_STATE, name, t, rank, shape, 1, &a);
+}
+
+kiln_value kiln_batchnorm(kiln_graph *g, kiln_value x, double momentum, double eps,
+                          const char *name)
+{
+    if (x < 0) return x;
+    if (!g || !name) return g ? kiln_errorf(g, KILN_ERR_INVALID, "batchnorm needs a name") : KILN_ERR_INVALID;
+    if (x >= g->nnodes) return kiln_errorf(g, KILN_ERR_INVALID, "no node %%%d", x);
+    const kiln_node *xn = &g->nodes[x];
+    char t[128];
+    if (xn->rank < 2 || !kiln_dtype_is_float((kiln_dtype)xn->dtype))
+        return kiln_errorf(g, KILN_ERR_SHAPE, "batchnorm '%s': input must be a float tensor "
+                           "[N, C, ...], got %s", name, kiln_node_type_str(xn, t, sizeof t));
+    if (!(momentum >= 0.0 && momentum <= 1.0) || !(eps >= 0.0))
+        return kiln_errorf(g, KILN_ERR_INVALID, "batchnorm '%s': momentum must be in [0, 1] and "
+                           "eps >= 0, got %g and %g", name, momentum, eps);
+    int64_t C = xn->shape[1], cnt = C ? kiln_node_numel(xn) / C : 0;
+    if (cnt <= 1)
+        return kiln_errorf(g, KILN_ERR_SHAPE, "batchnorm '%s': %s holds %lld value%s per channel; "
+                           "training needs more than 1", name,
+                           kiln_node_type_str(xn, t, sizeof t), (long long)cnt, cnt == 1 ? "" : "s");
+    kiln_dtype dt = (kiln_dtype)xn->dtype;
+    int rank = xn->rank;
+    int64_t P[KILN_MAX_RANK]; /* [1, C, 1, ...]: broadcasts against x */
+    for (int d = 0; d < rank; d++) P[d] = d == 1 ? C : 1;
+    char pname[256];
+    snprintf(pname, sizeof pname, "%s.weight", name);
+    kiln_value w = kiln_param(g, pname, dt, 1, &C, KILN_INIT_ONES, 0);
+    snprintf(pname, sizeof pname, "%s.bias", name);
+    kiln_value b = kiln_param(g, pname, dt, 1, &C, KILN_INIT_ZEROS, 0);
+    kiln_value rm = model_state(g, name, "running_mean", dt, 1, &C, KILN_INIT_ZEROS);
+    kiln_value rv = model_state(g, name, "running_var", dt, 1, &C, KILN_INIT_ONES);
+    kiln_value nbt = model_state(g, name, "num_batches_tracked", KILN_I64, 0, NULL, KILN_INIT_ZEROS);
+    kiln_value wP = kiln_reshape(g, w, rank, P), bP = kiln_reshape(g, b, rank, P);
+    kiln_value e = kiln_scalar(g, eps, dt);
+    /* training: the batch's statistics */
+    kiln_value stats = by_name(g, "batchnorm_stats", 1, &x, 0, NULL);
+    kiln_value mean = kiln_slice(g, stats, 0, 0, 1, 1), var = kiln_slice(g, stats, 0, 1, 2, 1);
+    kiln_value in[4] = {x, mean, kiln_div(g, wP, kiln_sqrt(g, kiln_add(g, var, e))), bP};
+    kiln_value ytrain = by_name(g, "batchnorm_apply", 4, in, 0, NULL);
+    /* evaluation: the running statistics */
+    in[1] = kiln_reshape(g, rm, rank, P);
+    in[2] = kiln_div(g, wP, kiln_sqrt(g, kiln_add(g, kiln_reshape(g, rv, rank, P), e)));
+    kiln_value yeval = by_name(g, "batchnorm_apply", 4, in, 0, NULL);
+    kiln_value y = kiln_train_eval(g, ytrain, yeval);
+    /* the running statistics' update (train_step only: passes/mode.c) */
+    kiln_value mom = kiln_scalar(g, momentum, dt), keep = kiln_scalar(g, 1.0 - momentum, dt);
+    kiln_value bmean = kiln_reshape(g, mean, 1, &C);
+    kiln_value bvar = kiln_mul(g, kiln_reshape(g, var, 1, &C),
+                               kiln_scalar(g, (double)cnt / (double)(cnt - 1), dt));
+    kiln_value rm1 = kiln_add(g, kiln_mul(g, rm, keep), kiln_mul(g, bmean, mom));
+    kiln_value rv1 = kiln_add(g, kiln_mul(g, rv, keep), kiln_mul(g, bvar, mom));
+    kiln_value nbt1 = kiln_add(g, nbt, kiln_scalar(g, 1.0, KILN_I64));
+    kiln_value r[3] = {kiln_b2(g, KILN_OP_ASSIGN, rm, rm1), kiln_b2(g, KILN_OP_ASSIGN, rv, rv1),
+                       kiln_b2(g, KILN_OP_ASSIGN, nbt, nbt1)};
+    for (int i = 0; i < 3; i++)
+        if (r[i] < 0) return r[i];
+    return y;
+}
+
+kiln_value kiln_dropout(kiln_graph *g, kiln_value x, double p, const char *name)
+{
+    if (x < 0) return x;
+    if (!g) return KILN_ERR_INVALID;
+    if (!(p >= 0.0 && p <= 1.0))
+        return kiln_errorf(g, KILN_ERR_INVALID, "dropout '%s': p must be in [0, 1], got %g",
+                           name ? name : "?", p);
+    if (p == 0.0) return x; /* the identity in both modes */
+    kiln_value step = kiln_graph_find(g, "step");
+    if (step >= 0) {
+        const kiln_node *s = &g->nodes[step];
+        if (s->op != KILN_OP_INPUT || s->role != KILN_ROLE_HPARAM || s->rank != 0 ||
+            s->dtype == KILN_BOOL)
+            return kiln_errorf(g, KILN_ERR_INVALID, "dropout reads the hyperparameter 'step', "
+                               "but 'step' is another value here");
+    } else {
+        step = kiln_build_leaf(g, KILN_ROLE_HPARAM, "step", KILN_F32, 0, NULL, 0, NULL);
+        if (step < 0) return step;
+    }
+    /* the layer's seed: FNV-1a of its name, so two layers draw different masks */
+    uint32_t h = 2166136261u;
+    for (const char *c = name ? name : "dropout"; *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
+    kiln_attr a[2] = {kiln_attr_float("p", p), kiln_attr_int("seed", (int64_t)(h & 0x7fffffffu))};
+    kiln_value in[2] = {x, step};
+    kiln_value d = by_name(g, "dropout", 2, in, 2, a);
+    return kiln_train_eval(g, d, x);
 }

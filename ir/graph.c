@@ -51,6 +51,26 @@ static const char *const role_names[KILN_ROLE_COUNT] = {
 
 const char *kiln_role_name(kiln_role r) { return (unsigned)r < KILN_ROLE_COUNT ? role_names[r] : "?"; }
 
+static const char *const metric_kind_names[KILN_METRIC_KIND_COUNT] = {
+    "mean", "sqrt_mean", "ratio", "iou_mean", "dice"};
+
+const char *kiln_metric_kind_name(kiln_metric_kind k)
+{
+    return (unsigned)k < KILN_METRIC_KIND_COUNT ? metric_kind_names[k] : "?";
+}
+
+bool kiln_metric_size_ok(kiln_metric_kind k, int64_t numel)
+{
+    switch (k) {
+    case KILN_METRIC_MEAN: return numel == 1;
+    case KILN_METRIC_SQRT_MEAN:
+    case KILN_METRIC_RATIO:
+    case KILN_METRIC_DICE: return numel == 2;
+    case KILN_METRIC_IOU_MEAN: return numel >= 2 && numel % 2 == 0;
+    default: return false;
+    }
+}
+
 /* ---- graph lifetime ---- */
 
 kiln_graph *kiln_graph_new(const char *name)

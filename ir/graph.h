@@ -18,9 +18,9 @@
 #include <stdarg.h>
 #include <stdbool.h>
 
-#define KILN_MAX_ATTRS 4
+#define KILN_MAX_ATTRS 8 /* pooling ops have up to 6 (ir/ops_pool.def) */
 #define KILN_MAX_ATTR_INTS KILN_MAX_RANK
-#define KILN_ATTR_NAME_MAX 16
+#define KILN_ATTR_NAME_MAX 24 /* count_include_pad (17) */
 
 typedef enum kiln_attr_kind {
     KILN_ATTR_INT,   /* i[0] */
@@ -46,6 +46,7 @@ typedef struct kiln_node {
     uint16_t op;   /* kiln_op_id */
     uint8_t dtype; /* kiln_dtype */
     uint8_t role;  /* kiln_role */
+    uint8_t metric; /* kiln_metric_kind of a METRIC node (0, MEAN, otherwise) */
     int32_t rank;
     int64_t shape[KILN_MAX_RANK];
     int32_t ninputs;
@@ -82,6 +83,8 @@ char *kiln_shape_str(kiln_dtype t, int rank, const int64_t *shape, char *buf, si
 char *kiln_node_desc(const kiln_graph *g, int32_t id, char *buf, size_t len);
 bool kiln_dtype_is_float(kiln_dtype t);
 bool kiln_node_is_leaf(const kiln_node *n);
+/* Whether a metric partial of numel elements fits kind k (kiln_set_metric_kind). */
+bool kiln_metric_size_ok(kiln_metric_kind k, int64_t numel);
 
 /* ---- attributes ---- */
 kiln_attr kiln_attr_int(const char *name, int64_t v);

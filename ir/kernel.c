@@ -408,6 +408,18 @@ int32_t kiln_kx_cast(kiln_kb *kb, int32_t a, kiln_dtype t)
     return new_expr(kb, e);
 }
 
+int32_t kiln_kx_hash(kiln_kb *kb, int32_t a, int32_t b)
+{
+    if (bad_operand(kb, a) || bad_operand(kb, b)) return kb->st;
+    if (kiln_dtype_is_float((kiln_dtype)kb->k->exprs[a].dtype) ||
+        kiln_dtype_is_float((kiln_dtype)kb->k->exprs[b].dtype))
+        return fail(kb, KILN_ERR_INTERNAL, "hash of a float");
+    a = kiln_kx_cast(kb, a, KILN_I64);
+    b = kiln_kx_cast(kb, b, KILN_I64);
+    kiln_kexpr e = {.op = KX_HASH, .dtype = KILN_I64, .a = a, .b = b};
+    return new_expr(kb, e);
+}
+
 int32_t kiln_kx_index(kiln_kb *kb, int32_t buf, int rank, const int32_t *idx)
 {
     if (kb->st) return kb->st;
@@ -587,6 +599,8 @@ static bool expr_equal(const kiln_kernel *k, int32_t a, int32_t b, int depth)
     case KX_SELECT:
         return expr_equal(k, x->a, y->a, depth + 1) && expr_equal(k, x->b, y->b, depth + 1) &&
                expr_equal(k, x->c, y->c, depth + 1);
+    case KX_HASH:
+        return expr_equal(k, x->a, y->a, depth + 1) && expr_equal(k, x->b, y->b, depth + 1);
     default:
         if (x->op >= KX_ADD && x->op <= KX_OR)
             return expr_equal(k, x->a, y->a, depth + 1) && expr_equal(k, x->b, y->b, depth + 1);
@@ -620,7 +634,7 @@ bool kiln_kernel_inplace_ok(const kiln_kernel *k, int32_t src, int32_t dst)
 static const char *const kx_names[KX_COUNT] = {
     "const", "var", "local", "load", "add", "sub", "mul", "div", "mod", "min", "max", "pow",
     "lt", "le", "gt", "ge", "eq", "ne", "and", "or", "neg", "exp", "log", "sqrt", "tanh", "erf",
-    "abs", "log1p", "not", "isnan", "select", "cast"};
+    "abs", "log1p", "not", "isnan", "select", "cast", "hash"};
 
 static void print_expr(const kiln_kernel *k, int32_t e, FILE *f)
 {
@@ -641,7 +655,7 @@ static void print_expr(const kiln_kernel *k, int32_t e, FILE *f)
     }
     fprintf(f, "%s(", x->op < KX_COUNT ? kx_names[x->op] : "?");
     print_expr(k, x->a, f);
-    if (x->op >= KX_ADD && x->op <= KX_OR) {
+    if ((x->op >= KX_ADD && x->op <= KX_OR) || x->op == KX_HASH) {
         fputs(", ", f);
         print_expr(k, x->b, f);
     } else if (x->op == KX_SELECT) {

@@ -52,6 +52,7 @@ typedef enum kiln_kx_op {
     KX_ISNAN,
     KX_SELECT, /* a ? b : c */
     KX_CAST,   /* a converted to dtype */
+    KX_HASH,   /* i64 a, b: kiln_kx_hash_value(a, b), a counter-based random number */
     KX_COUNT
 } kiln_kx_op;
 
@@ -186,6 +187,22 @@ int32_t kiln_kx_bin(kiln_kb *kb, kiln_kx_op op, int32_t a, int32_t b);
 int32_t kiln_kx_un(kiln_kb *kb, kiln_kx_op op, int32_t a);
 int32_t kiln_kx_select(kiln_kb *kb, int32_t c, int32_t a, int32_t b);
 int32_t kiln_kx_cast(kiln_kb *kb, int32_t a, kiln_dtype t);
+/* KX_HASH of two i64 expressions (other integer dtypes are cast to i64). */
+int32_t kiln_kx_hash(kiln_kb *kb, int32_t a, int32_t b);
+
+/* What KX_HASH computes, bit for bit in every backend (and what reference
+ * implementations call to draw the same numbers): SplitMix64's output for
+ * seed a at counter b, i.e. the finaliser of a + b * golden ratio (wrapping
+ * 64-bit unsigned arithmetic), shifted down to 31 bits: uniform in
+ * [0, 2^31). Keys chain: kiln_kx_hash_value(kiln_kx_hash_value(seed, step), i). */
+static inline int64_t kiln_kx_hash_value(int64_t a, int64_t b)
+{
+    uint64_t z = (uint64_t)a + (uint64_t)b * UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    z ^= z >> 31;
+    return (int64_t)(z >> 33);
+}
 
 /* The row-major element index into buffer `buf` for an index given per
  * output dimension: idx[d] is an int64 expression for dimension d of an

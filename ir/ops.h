@@ -112,4 +112,9 @@ kiln_status kiln_shape_binary(kiln_graph *g, kiln_node *n);    /* broadcast, sam
 kiln_status kiln_shape_compare(kiln_graph *g, kiln_node *n);   /* broadcast -> bool */
 kiln_status kiln_shape_unary_float(kiln_graph *g, kiln_node *n); /* float input only */
 
+/* dropout's keep threshold ceil(p 2^31) and its scale 1/(1-p) as dtype t
+ * holds it (ops_norm.c; its lowering uses the same numbers). */
+int64_t kiln_dropout_threshold(double p);
+double kiln_dropout_scale(double p, kiln_dtype t);
+
 #endif

@@ -1,4 +1,4 @@
-/* ir/ops_loss.c — losses (cross_entropy, mse_loss, bce_with_logits) and the
+/* ir/ops_loss.c — losses (cross_entropy, mse_loss, bce_with_logits, l1_loss) and the
  * one_hot helper: shape rules, gradient rules and reference implementations,
  * side by side. Each loss is the mean over its samples (PyTorch's default
  * reduction) as a scalar of its first input's dtype. */
@@ -34,7 +34,7 @@ kiln_status kiln_cross_entropy_shape(kiln_graph *g, kiln_node *n)
     return KILN_OK;
 }
 
-/* mse_loss, bce_with_logits: two float inputs of one shape and dtype. */
+/* mse_loss, bce_with_logits, l1_loss: two float inputs of one shape and dtype. */
 kiln_status kiln_loss_same_shape(kiln_graph *g, kiln_node *n)
 {
     const kiln_node *x = &g->nodes[n->inputs[0]], *y = &g->nodes[n->inputs[1]];
@@ -143,6 +143,16 @@ kiln_status kiln_bce_with_logits_ref(kiln_graph *g, const kiln_node *n, const do
     return KILN_OK;
 }
 
+kiln_status kiln_l1_loss_ref(kiln_graph *g, const kiln_node *n, const double *const *in,
+                             double *out)
+{
+    int64_t m = kiln_node_numel(&g->nodes[n->inputs[0]]);
+    double s = 0.0;
+    for (int64_t i = 0; i < m; i++) s += fabs(in[0][i] - in[1][i]);
+    out[0] = s / (double)m;
+    return KILN_OK;
+}
+
 kiln_status kiln_one_hot_ref(kiln_graph *g, const kiln_node *n, const double *const *in,
                              double *out)
 {
@@ -170,12 +180,12 @@ void kiln_cross_entropy_cost(const kiln_graph *g, const kiln_node *n, double *fl
     *flops = 4.0 * (double)kiln_node_numel(&g->nodes[n->inputs[0]]);
 }
 
-/* mse: subtract, square, add (3 an element); bce: max, multiply, subtract,
- * abs, exp, log1p, add (7 an element). */
+/* mse: subtract, square, add (3 an element); l1: subtract, abs, add (3);
+ * bce: max, multiply, subtract, abs, exp, log1p, add (7 an element). */
 void kiln_loss_cost(const kiln_graph *g, const kiln_node *n, double *flops, double *bytes)
 {
     kiln_cost_default(g, n, flops, bytes);
-    double per = n->op == KILN_OP_MSE_LOSS ? 3.0 : 7.0;
+    double per = n->op == KILN_OP_BCE_WITH_LOGITS ? 7.0 : 3.0;
     *flops = per * (double)kiln_node_numel(&g->nodes[n->inputs[0]]);
 }
 
@@ -262,5 +272,23 @@ kiln_status kiln_bce_with_logits_grad(kiln_graph *g, int32_t node, int32_t dy, i
     kiln_value k = divv(g, dy, cst(g, m, dy));
     dx[0] = mul(g, sub(g, kiln_b1(g, KILN_OP_SIGMOID, x), t), k);
     dx[1] = mul(g, kiln_b1(g, KILN_OP_NEG, x), k);
+    return grad_status(2, dx);
+}
+
+/* sign(pred - target) / n * dy (sign 0 where they are equal, as PyTorch's
+ * l1_loss backward), and its negative for the target. */
+kiln_status kiln_l1_loss_grad(kiln_graph *g, int32_t node, int32_t dy, int32_t *dx)
+{
+    kiln_value a = IN(0), b = IN(1);
+    double m = (double)kiln_node_numel(&g->nodes[a]);
+    kiln_value d = sub(g, a, b);
+    kiln_attr to = kiln_attr_dtype("to", (kiln_dtype)g->nodes[a].dtype);
+    kiln_value pos = kiln_b2(g, KILN_OP_GT, d, cst(g, 0.0, d));
+    kiln_value neg = kiln_b2(g, KILN_OP_LT, d, cst(g, 0.0, d));
+    pos = kiln_build(g, KILN_OP_CAST, 1, &pos, 1, &to);
+    neg = kiln_build(g, KILN_OP_CAST, 1, &neg, 1, &to);
+    kiln_value k = divv(g, dy, cst(g, m, dy));
+    dx[0] = mul(g, sub(g, pos, neg), k);
+    dx[1] = kiln_b1(g, KILN_OP_NEG, dx[0]);
     return grad_status(2, dx);
 }

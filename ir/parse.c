@@ -573,7 +573,7 @@ typedef struct node_text {
     int nattrs;
     int dtype, rank;
     int64_t shape[KILN_MAX_RANK];
-    int role;
+    int role, metric; /* metric: kiln_metric_kind after the role metric */
     char *name, *file;
     int line, col;
 } node_text;
@@ -680,6 +680,18 @@ static bool read_node(parser *P, node_text *nt)
         }
         next(P);
     }
+    nt->metric = KILN_METRIC_MEAN;
+    if (nt->role == KILN_ROLE_METRIC && t->kind == T_IDENT) {
+        nt->metric = -1;
+        for (int k = 0; k < KILN_METRIC_KIND_COUNT; k++)
+            if (is_word(P, kiln_metric_kind_name((kiln_metric_kind)k))) nt->metric = k;
+        if (nt->metric < 0) {
+            errorf(P, t->at, KILN_ERR_PARSE, "unknown metric kind %s (mean, sqrt_mean, ratio, "
+                   "iou_mean or dice)", tok_desc(t, b, sizeof b));
+            return false;
+        }
+        next(P);
+    }
     if (t->kind == T_STRING) {
         nt->name_at = t->at;
         if (!(nt->name = decode_string(P))) return false;
@@ -756,6 +768,14 @@ static bool build_node(parser *P, node_text *nt)
         return false;
     }
     n->role = (uint8_t)nt->role;
+    if (nt->metric != KILN_METRIC_MEAN && !kiln_metric_size_ok((kiln_metric_kind)nt->metric,
+                                                               kiln_node_numel(n))) {
+        errorf(P, nt->type_at, KILN_ERR_SHAPE, "a %s metric cannot have %lld elements",
+               kiln_metric_kind_name((kiln_metric_kind)nt->metric),
+               (long long)kiln_node_numel(n));
+        return false;
+    }
+    n->metric = (uint8_t)nt->metric;
     if (nt->name) {
         kiln_status st = kiln_node_set_name(g, v, nt->name);
         if (st) {

@@ -16,7 +16,8 @@
  * for an `input` leaf whose attributes all have their default values (so
  * data inputs read `input() : f32[64,784] input "x"`; a parameter keeps its
  * init and scale). The
- * role prints unless it is none, the name when there is one, the location
+ * role prints unless it is none (a metric's kind follows it unless it is
+ * mean: `metric iou_mean`), the name when there is one, the location
  * when it is known. Floats print with 17 significant digits (always with a
  * '.', an exponent, "inf" or "nan", so they read back as floats) and NaNs
  * other than the default quiet NaN keep their payload: nan(0x...).
@@ -171,6 +172,10 @@ static void put_node(kiln_sbuf *b, const kiln_graph *g, int32_t id)
     if (n->role != KILN_ROLE_NONE) {
         kiln_sb_putc(b, ' ');
         kiln_sb_puts(b, kiln_role_name((kiln_role)n->role));
+        if (n->role == KILN_ROLE_METRIC && n->metric != KILN_METRIC_MEAN) {
+            kiln_sb_putc(b, ' ');
+            kiln_sb_puts(b, kiln_metric_kind_name((kiln_metric_kind)n->metric));
+        }
     }
     if (n->name) {
         kiln_sb_putc(b, ' ');

@@ -16,7 +16,8 @@
  *  4. leaves (fusion kind leaf) are `input` or `const` nodes only; an input
  *     carries a leaf role (input, target, param, const, state, hparam) and a
  *     non-empty name; a const carries no role; every other node carries
- *     none, output, loss or metric;
+ *     none, output, loss or metric; a metric's kind is a kiln_metric_kind
+ *     its element count fits (kiln_set_metric_kind);
  *  5. names are unique over the whole graph;
  *  6. at most one node is the loss, and it is a floating-point scalar;
  *  7. assign(dst, value): dst is a param or state leaf, each dst is assigned
@@ -179,6 +180,12 @@ static kiln_status check_role(kiln_graph *g, int32_t id)
     } else if (is_leaf_role(n->role)) {
         return fail(g, id, KILN_ERR_INVALID, "role '%s' belongs to input leaves; a computed "
                     "node is none, output, loss or metric", role);
+    } else if (n->role == KILN_ROLE_METRIC &&
+               !kiln_metric_size_ok((kiln_metric_kind)n->metric, kiln_node_numel(n))) {
+        if (n->metric == KILN_METRIC_MEAN) return KILN_OK; /* any shape, as before */
+        return fail(g, id, KILN_ERR_INVALID, "a metric of kind %s cannot have %lld elements",
+                    kiln_metric_kind_name((kiln_metric_kind)n->metric),
+                    (long long)kiln_node_numel(n));
     }
     return KILN_OK;
 }

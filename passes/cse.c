@@ -81,6 +81,7 @@ kiln_status kiln_pass_cse(kiln_graph *g)
         if (tagged && (first->role != KILN_ROLE_NONE || first->name)) continue;
         if (tagged) {
             first->role = nd->role;
+            first->metric = nd->metric;
             first->name = nd->name;
             nd->name = NULL;
         }

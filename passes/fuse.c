@@ -185,8 +185,10 @@ static bool takes_tail(const kiln_graph *g, const kiln_fgroup *gr)
     if (gr->elementwise) return true;
     int op = g->nodes[gr->anchor].op;
     if (op == KILN_OP_MATMUL) return kiln_matmul_is_gemm(g, gr->anchor);
+    /* permute: a convolution's output back to NCHW (passes/conv_lower.c),
+     * its bias and activation applied in the same pass */
     return op == KILN_OP_REDUCE_SUM || op == KILN_OP_REDUCE_MEAN || op == KILN_OP_REDUCE_MAX ||
-           op == KILN_OP_SOFTMAX || op == KILN_OP_LOG_SOFTMAX;
+           op == KILN_OP_SOFTMAX || op == KILN_OP_LOG_SOFTMAX || op == KILN_OP_PERMUTE;
 }
 
 /* Walks what x reads through inlined nodes. For each stored value reached:

@@ -15,6 +15,14 @@ kiln_status kiln_pass_infer(kiln_graph *g);
 kiln_status kiln_pass_cse(kiln_graph *g);
 /* passes/dce.c: removes computed nodes no output, loss, metric or assign needs. */
 kiln_status kiln_pass_dce(kiln_graph *g);
+/* passes/conv_lower.c: convolutions into im2col, packed GEMMs and col2im
+ * (see the file's header); kernel builds run it on every entry. */
+kiln_status kiln_pass_conv_lower(kiln_graph *g);
+/* passes/mode.c: resolves train_eval to its training (train_mode) or
+ * evaluation (eval_mode) value; eval_mode also drops assigns to state leaves
+ * (the running-state updates only training makes). */
+kiln_status kiln_pass_train_mode(kiln_graph *g);
+kiln_status kiln_pass_eval_mode(kiln_graph *g);
 
 /* passes/simplify.c: constant folding, algebraic identities, matmul-chain
  * reassociation and constant-weight linear folding (see the file's header). */

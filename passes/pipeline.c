@@ -19,6 +19,9 @@ static const pass_row passes[] = {
     {"simplify", kiln_pass_simplify},
     {"cse", kiln_pass_cse},
     {"dce", kiln_pass_dce},
+    {"train_mode", kiln_pass_train_mode},
+    {"eval_mode", kiln_pass_eval_mode},
+    {"conv_lower", kiln_pass_conv_lower},
 };
 
 kiln_status kiln_verify_after(kiln_graph *g, const char *pass)
@@ -46,5 +49,6 @@ kiln_status kiln_run_pass(kiln_graph *g, const char *pass)
             return st ? st : kiln_verify_after(g, pass);
         }
     return kiln_errorf(g, KILN_ERR_NOT_FOUND,
-                       "unknown pass '%s' (passes: infer, simplify, cse, dce)", pass);
+                       "unknown pass '%s' (passes: infer, simplify, cse, dce, train_mode, "
+                       "eval_mode, conv_lower)", pass);
 }

@@ -454,6 +454,7 @@ static kiln_status rebuild(ctx *c, int32_t i, int32_t *in)
     }
     if (tagged(&old)) {
         g->nodes[r].role = old.role;
+        g->nodes[r].metric = old.metric;
         g->nodes[r].name = old.name;
         g->nodes[i].name = NULL;
         c->holder[i] = r;

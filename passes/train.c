@@ -5,7 +5,10 @@
  * Guarantees: a new graph holding the forward program, its metric partials,
  * the backward program (passes/autodiff.c) and the optimizer update as graph
  * ops: for every parameter, `assign` ops write the new parameter and its
- * optimizer state in place. Hyperparameters are scalar HPARAM leaves, so a
+ * optimizer state in place. The model's train_eval nodes are resolved first
+ * (passes/mode.c): the training program keeps their training values and the
+ * model's own assigns to state (running statistics), the evaluation program
+ * their evaluation values and none of those assigns. Hyperparameters are scalar HPARAM leaves, so a
  * learning-rate schedule never forces a recompile. The update is written op
  * for op as torch.optim.AdamW / torch.optim.SGD (PyTorch 1.13) compute it.
  * The result has been through simplify, cse and dce and verifies.
@@ -36,8 +39,14 @@ typedef struct hparams {
     kiln_value bc1, bc2_sqrt; /* AdamW bias corrections, shared by all params */
 } hparams;
 
+/* A scalar hyperparameter leaf; the model's own when it has one of that
+ * name (dropout reads `step`). */
 static kiln_value hparam(kiln_graph *g, const char *name, kiln_dtype t)
 {
+    int32_t have = kiln_graph_find(g, name);
+    if (have >= 0 && g->nodes[have].op == KILN_OP_INPUT && g->nodes[have].role == KILN_ROLE_HPARAM &&
+        g->nodes[have].rank == 0 && g->nodes[have].dtype == t)
+        return have;
     return kiln_build_leaf(g, KILN_ROLE_HPARAM, name, t, 0, NULL, 0, NULL);
 }
 
@@ -217,7 +226,9 @@ static kiln_status assemble(const kiln_graph *forward, const kiln_train_options 
     *out = NULL;
     kiln_graph *g = kiln_graph_clone(forward);
     if (!g) return KILN_ERR_NOMEM;
-    kiln_status st = train ? build_train(g, opt) : KILN_OK;
+    /* train_eval and the running-state assigns of the model (passes/mode.c) */
+    kiln_status st = run_pass(g, opt, train ? "train_mode" : "eval_mode");
+    if (!st && train) st = build_train(g, opt);
     if (!st) st = run_pass(g, opt, "simplify");
     if (!st) st = run_pass(g, opt, "cse");
     if (!st) st = run_pass(g, opt, "dce");

@@ -30,10 +30,18 @@ typedef struct kiln_aot_plan {
     char *cflags;     /* the target's compiler flags ("-march=native" for the host) */
 } kiln_aot_plan;
 
+struct kiln_plan;
+/* Called by kiln_aot_plan_build with the plan of the forward entry alone
+ * (one entry, "forward"; valid during the call only): the LLVM backend
+ * writes its object from it. A non-zero status (with *err) fails the build. */
+typedef kiln_status (*kiln_aot_plan_hook)(const struct kiln_plan *one, void *user, char **err);
+
 /* Builds the C backend's plan of a forward graph (as kiln_compile would) and
- * describes its forward entry. On failure *err (caller frees) says why. */
+ * describes its forward entry; hook (may be NULL) sees that entry's plan.
+ * On failure *err (caller frees) says why. */
 kiln_status kiln_aot_plan_build(const kiln_graph *forward, const kiln_compile_options *opt,
-                                kiln_aot_plan *out, char **err);
+                                kiln_aot_plan_hook hook, void *user, kiln_aot_plan *out,
+                                char **err);
 void kiln_aot_plan_free(kiln_aot_plan *p);
 
 #endif

@@ -181,10 +181,12 @@ static const char *describe(char *buf, size_t len, const char *dtype, int rank,
     return buf;
 }
 
-/* The program tensors a checkpoint holds: PARAM, and STATE with with_state. */
-static bool wanted(kiln_role r, int with_state)
+/* The program tensors a checkpoint holds: PARAM and the model's own state
+ * (batchnorm's running statistics, "bn0.running_mean": PyTorch's buffers,
+ * saved with the weights), and the optimizer's STATE with with_state. */
+static bool wanted(const kiln_tensor_info *t, int with_state)
 {
-    return r == KILN_ROLE_PARAM || (with_state && r == KILN_ROLE_STATE);
+    return t->role == KILN_ROLE_PARAM || (t->role == KILN_ROLE_STATE && (with_state || t->model_state));
 }
 
 typedef struct ptensor {
@@ -260,7 +262,7 @@ kiln_status kiln_save_ex(kiln_program *p, const char *path, int with_state,
     int k = 0;
     for (int i = 0; i < n; i++) {
         kiln_tensor_info *info = &pt[i].info;
-        if (!wanted(info->role, with_state)) continue;
+        if (!wanted(info, with_state)) continue;
         kiln_tensor_info d;
         void *data = kiln_program_data(p, info->name, &d);
         if (!data && info->bytes) {
@@ -368,7 +370,7 @@ kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int 
     for (int i = 0; i < n; i++) {
         const kiln_tensor_info *info = &pt[i].info;
         src[i] = -1;
-        if (!wanted(info->role, with_state)) continue;
+        if (!wanted(info, with_state)) continue;
         int j = kiln_safetensors_find(st, info->name);
         if (j < 0) {
             namelist_add(missing, info->name);

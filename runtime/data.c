@@ -14,6 +14,7 @@
  * arrays whose shapes do not fit together KILN_ERR_SHAPE.
  */
 #include "runtime/idx.h"
+#include "runtime/imgdata.h"
 #include "runtime/npy.h"
 #include "ir/util.h"
 
@@ -82,6 +83,7 @@ static kiln_status dataset_new(int64_t n, int x_rank, const int64_t *x_shape, ki
 void kiln_dataset_free(kiln_dataset *d)
 {
     if (!d) return;
+    kiln_imgset_free(d->img);
     free(d->x);
     free(d->y);
     free(d);
@@ -329,6 +331,11 @@ void kiln_dataset_shapes(const kiln_dataset *d, int *x_rank, int64_t *x_shape, i
 void kiln_dataset_normalize(kiln_dataset *d, float mean, float std)
 {
     if (!d) return;
+    if (d->img) { /* kept u8: fold into the conversion a batch applies */
+        d->img->mean += mean * d->img->std;
+        d->img->std *= std;
+        return;
+    }
     int64_t n = d->n * d->x_numel;
     for (int64_t k = 0; k < n; k++) d->x[k] = (d->x[k] - mean) / std;
 }
@@ -336,6 +343,10 @@ void kiln_dataset_normalize(kiln_dataset *d, float mean, float std)
 /* Population statistics (numpy's x.mean(), x.std()), in double, two passes. */
 void kiln_dataset_stats(const kiln_dataset *d, float *mean, float *std)
 {
+    if (d && d->img) {
+        kiln_imgset_stats(d, mean, std);
+        return;
+    }
     double m = 0, v = 0;
     int64_t n = d ? d->n * d->x_numel : 0;
     if (n > 0) {
@@ -357,6 +368,7 @@ kiln_status kiln_dataset_head(const kiln_dataset *d, int64_t n, kiln_dataset **o
     *out = NULL;
     if (!d || n < 0) return KILN_ERR_INVALID;
     if (n > d->n) n = d->n;
+    if (d->img) return kiln_imgset_head(d, n, out);
     kiln_dataset *h;
     kiln_status st = dataset_new(n, d->x_rank, d->x_shape, d->y_dtype, d->y_rank, d->y_shape, &h,
                                  NULL, "kiln_dataset_head");

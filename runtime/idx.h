@@ -29,6 +29,8 @@ struct kiln_dataset {
     int64_t y_shape[KILN_MAX_RANK];
     int64_t y_numel; /* elements in one sample's y */
     void *y;
+    /* image data sets (runtime/imgdata.h): the u8 images, x a placeholder */
+    struct kiln_imgset *img;
 };
 
 /* What an idx file holds: rank dims and numel unsigned bytes (malloc'd). */

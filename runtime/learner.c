@@ -11,6 +11,7 @@
  * program's life), so a step copies nothing. See kiln/learner.h for the
  * contract, including the validation set's partial last batch.
  */
+#include "ir/graph.h"
 #include "runtime/learner_internal.h"
 #include "runtime/report.h"
 
@@ -57,13 +58,38 @@ const char *kiln_learner_error(const kiln_learner *l)
 
 /* ---- reading the program ------------------------------------------------- */
 
-static double read_scalar(const kiln_scalar_out *s)
+/* Element i of a returned value. */
+static double read_at(const kiln_scalar_out *s, int64_t i)
 {
     switch (s->dtype) {
-    case KILN_F32: return *(const float *)s->data;
-    case KILN_F64: return *(const double *)s->data;
-    case KILN_I32: return *(const int32_t *)s->data;
-    case KILN_I64: return (double)*(const int64_t *)s->data;
+    case KILN_F32: return ((const float *)s->data)[i];
+    case KILN_F64: return ((const double *)s->data)[i];
+    case KILN_I32: return ((const int32_t *)s->data)[i];
+    case KILN_I64: return (double)((const int64_t *)s->data)[i];
+    default: return NAN;
+    }
+}
+
+static double read_scalar(const kiln_scalar_out *s) { return read_at(s, 0); }
+
+double kiln_metric_value(kiln_metric_kind kind, const double *s, int64_t n, int64_t count)
+{
+    if (!s || count <= 0 || !kiln_metric_size_ok(kind, n)) return NAN;
+    switch (kind) {
+    case KILN_METRIC_MEAN: return s[0] / (double)count;
+    case KILN_METRIC_SQRT_MEAN: return sqrt(s[0] / s[1]);
+    case KILN_METRIC_RATIO: return s[0] / s[1];
+    case KILN_METRIC_DICE: return s[1] > 0 ? 2.0 * s[0] / s[1] : 1.0;
+    case KILN_METRIC_IOU_MEAN: {
+        int64_t C = n / 2, present = 0;
+        double sum = 0;
+        for (int64_t c = 0; c < C; c++)
+            if (s[C + c] > 0) {
+                sum += s[c] / s[C + c];
+                present++;
+            }
+        return present ? sum / (double)present : NAN;
+    }
     default: return NAN;
     }
 }
@@ -157,6 +183,7 @@ static kiln_status find_io(kiln_learner *l, kiln_program *p, const char *what, k
     io->loss.name = loss_info.name;
     io->loss.dtype = loss_info.dtype;
     io->loss.data = kiln_program_data(p, loss_info.name, NULL);
+    io->loss.numel = 1;
     if (!io->x || !io->y || !io->loss.data)
         return kiln_learner_fail(l, KILN_ERR_INTERNAL, "%s: no storage for its input, target "
                                  "or loss", what);
@@ -168,12 +195,17 @@ static kiln_status find_io(kiln_learner *l, kiln_program *p, const char *what, k
     for (int i = 0; i < nt; i++) {
         kiln_tensor_info t;
         if (kiln_program_tensor(p, i, &t) || t.role != KILN_ROLE_METRIC) continue;
-        if (!scalar_dtype_ok(t.dtype) || numel_of(&t, 0) != 1)
-            return kiln_learner_fail(l, KILN_ERR_INVALID, "%s: metric '%s' is not a scalar "
-                                     "partial", what, t.name);
+        if (!scalar_dtype_ok(t.dtype) || !kiln_metric_size_ok(t.metric, numel_of(&t, 0)))
+            return kiln_learner_fail(l, KILN_ERR_INVALID, "%s: metric '%s' is not a %s "
+                                     "partial (%lld %s elements)", what, t.name,
+                                     t.metric == KILN_METRIC_MEAN ? "scalar"
+                                     : kiln_metric_kind_name(t.metric),
+                                     (long long)numel_of(&t, 0), kiln_dtype_name(t.dtype));
         kiln_scalar_out *m = &io->metrics[io->nmetrics++];
         m->name = t.name;
         m->dtype = t.dtype;
+        m->numel = numel_of(&t, 0);
+        m->kind = t.metric;
         m->data = kiln_program_data(p, t.name, NULL);
         if (!m->data)
             return kiln_learner_fail(l, KILN_ERR_INTERNAL, "%s: no storage for metric '%s'",
@@ -258,6 +290,13 @@ static kiln_status setup_tail(kiln_learner *l, kiln_program *tail)
             return kiln_learner_fail(l, KILN_ERR_INVALID, "options.valid_tail has no metric "
                                      "'%s'", l->main.metrics[k].name);
         }
+        if (l->tail.metrics[found].kind != l->main.metrics[k].kind ||
+            l->tail.metrics[found].numel != l->main.metrics[k].numel) {
+            free(ordered);
+            return kiln_learner_fail(l, KILN_ERR_SHAPE, "options.valid_tail's metric '%s' "
+                                     "differs from the program's in kind or size: compile "
+                                     "the tail from the same model", l->main.metrics[k].name);
+        }
         ordered[k] = l->tail.metrics[found];
     }
     free(l->tail.metrics);
@@ -270,7 +309,8 @@ static kiln_status setup_tail(kiln_learner *l, kiln_program *tail)
     for (int i = 0; i < nt; i++) {
         kiln_tensor_info t, m;
         if (kiln_program_tensor(tail, i, &t)) continue;
-        if (t.role != KILN_ROLE_PARAM && t.role != KILN_ROLE_CONST) continue;
+        /* parameters, constants and running statistics (model state) */
+        if (t.role != KILN_ROLE_PARAM && t.role != KILN_ROLE_CONST && !t.model_state) continue;
         void *src = has_tensor(l->main.p, t.name, t.role, &m)
                         ? kiln_program_data(l->main.p, t.name, NULL) : NULL;
         if (!src || m.bytes != t.bytes)
@@ -482,9 +522,10 @@ static kiln_status train_step(kiln_learner *l, double lr, double mom)
     kiln_status st;
     if ((st = set_hp(l, "lr", lr)) || (st = set_hp(l, "mom", mom)) || (st = set_hp(l, "wd", wd)))
         return st;
-    if (l->adamw && ((st = set_hp(l, "beta2", l->o.beta2)) || (st = set_hp(l, "eps", l->o.eps)) ||
-                     (st = set_hp(l, "step", (double)(l->step + 1)))))
+    if (l->adamw && ((st = set_hp(l, "beta2", l->o.beta2)) || (st = set_hp(l, "eps", l->o.eps))))
         return st;
+    /* AdamW's bias corrections and dropout's masks read the step */
+    if (need_hparam(l->main.p, "step") && (st = set_hp(l, "step", (double)(l->step + 1)))) return st;
     st = kiln_program_run(l->main.p, "train_step");
     if (st)
         return kiln_learner_fail(l, st, "train_step (step %lld): %s", (long long)(l->step + 1),
@@ -494,9 +535,17 @@ static kiln_status train_step(kiln_learner *l, double lr, double mom)
 
 static kiln_status validate(kiln_learner *l, double *valid_loss, double *metrics)
 {
+    /* Each metric's partials summed elementwise over the batches into
+     * msum[off[k] .. off[k] + numel), finalised by its kind at the end. */
     int nm = l->main.nmetrics;
-    double lsum = 0, *msum = calloc((size_t)(nm ? nm : 1), sizeof *msum);
-    if (!msum) return kiln_learner_fail(l, KILN_ERR_NOMEM, "out of memory");
+    int64_t *off = calloc((size_t)nm + 1, sizeof *off);
+    if (!off) return kiln_learner_fail(l, KILN_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < nm; k++) off[k + 1] = off[k] + l->main.metrics[k].numel;
+    double lsum = 0, *msum = calloc((size_t)(off[nm] ? off[nm] : 1), sizeof *msum);
+    if (!msum) {
+        free(off);
+        return kiln_learner_fail(l, KILN_ERR_NOMEM, "out of memory");
+    }
     int64_t count = 0, n;
     int copied = 0;
     kiln_status st = KILN_OK;
@@ -525,14 +574,19 @@ static kiln_status validate(kiln_learner *l, double *valid_loss, double *metrics
             break;
         }
         lsum += read_scalar(&io->loss) * (double)n;
-        for (int k = 0; k < nm; k++) msum[k] += read_scalar(&io->metrics[k]);
+        for (int k = 0; k < nm; k++)
+            for (int64_t i = 0; i < io->metrics[k].numel; i++)
+                msum[off[k] + i] += read_at(&io->metrics[k], i);
         count += n;
     }
     if (!st) {
         *valid_loss = count ? lsum / (double)count : NAN;
-        for (int k = 0; k < nm && metrics; k++) metrics[k] = count ? msum[k] / (double)count : NAN;
+        for (int k = 0; k < nm && metrics; k++)
+            metrics[k] = kiln_metric_value(l->main.metrics[k].kind, msum + off[k],
+                                           l->main.metrics[k].numel, count);
     }
     free(msum);
+    free(off);
     return st;
 }
 

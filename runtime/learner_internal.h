@@ -10,11 +10,14 @@
 
 #define KILN_LEARNER_MAX_CALLBACKS 16
 
-/* A scalar the program returns (loss or metric partial). */
+/* A scalar the program returns (loss or metric partial; a metric's partial
+ * may be a vector of numel sums, finalised by its kind). */
 typedef struct kiln_scalar_out {
     const char *name; /* owned by the program */
     kiln_dtype dtype;
     void *data;
+    int64_t numel;         /* 1 for the loss */
+    kiln_metric_kind kind; /* metrics */
 } kiln_scalar_out;
 
 /* A program's feeds and results, found by role. */

@@ -17,8 +17,16 @@
  * those gathered without the thread (KILN_LOADER_THREAD=0 in the environment
  * turns it off, as does a failure to create it). The data set must outlive
  * the loader and must not change while a loader over it exists.
+ *
+ * Image data sets (runtime/imgdata.h). The gather step makes the batch:
+ * u8 pixels to f32, resized to the loader's size and, for a training split
+ * opened with augmentation, transformed by the map of (seed, epoch, sample
+ * index) — a pure function of those, so the worker thread's batches equal
+ * the synchronous ones. kiln_loader_set_size and kiln_loader_set_augment
+ * quiesce the worker like kiln_loader_start, change the view, resize the
+ * slots and queue the next two batches again.
  */
-#include "runtime/idx.h"
+#include "runtime/imgdata.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -70,6 +78,8 @@ struct kiln_loader {
     int64_t batch, nbatches;
     int shuffle, drop_last;
     uint64_t seed;
+    int64_t xs, ys; /* elements of one sample's x and y as served */
+    kiln_imgview view; /* image data sets: size, augmentation, seed, epoch */
     int64_t *perm; /* the order of the current epoch */
     int64_t epoch, cursor; /* cursor: the next batch kiln_loader_next returns */
     int started;
@@ -91,10 +101,11 @@ static int64_t gather(const kiln_loader *l, int64_t b, float *x, void *y)
     const kiln_dataset *d = l->d;
     int64_t start = b * l->batch, n = d->n - start;
     if (n > l->batch) n = l->batch;
-    size_t xs = (size_t)d->x_numel, ys = (size_t)d->y_numel * 4;
+    size_t xs = (size_t)l->xs, ys = (size_t)l->ys * 4;
     unsigned char *yb = y;
     const unsigned char *dy = d->y;
-    for (int64_t i = 0; i < n; i++) {
+    if (d->img) kiln_imgset_gather(d, l->perm + start, n, &l->view, x, y);
+    else for (int64_t i = 0; i < n; i++) {
         int64_t s = l->perm[start + i];
         if (x && xs) memcpy(x + (size_t)i * xs, d->x + (size_t)s * xs, xs * sizeof(float));
         if (yb && ys) memcpy(yb + (size_t)i * ys, dy + (size_t)s * ys, ys);
@@ -174,6 +185,14 @@ kiln_status kiln_loader_new(const kiln_dataset *d, int64_t batch, int shuffle, i
     l->drop_last = drop_last != 0;
     l->seed = seed;
     l->nbatches = drop_last ? d->n / batch : (d->n + batch - 1) / batch;
+    l->xs = d->x_numel;
+    l->ys = d->y_numel;
+    if (d->img) {
+        l->view.h = d->img->h;
+        l->view.w = d->img->w;
+        l->view.augment = d->img->augment;
+        l->view.seed = seed;
+    }
     l->perm = malloc((size_t)d->n * sizeof *l->perm + 1);
     if (!l->perm) {
         free(l);
@@ -184,8 +203,8 @@ kiln_status kiln_loader_new(const kiln_dataset *d, int64_t batch, int shuffle, i
     if (want_thread) {
         int ok = 1;
         for (int k = 0; k < 2 && ok; k++) {
-            l->slots[k].x = malloc((size_t)(batch * d->x_numel) * sizeof(float) + 1);
-            l->slots[k].y = malloc((size_t)(batch * d->y_numel) * 4 + 1);
+            l->slots[k].x = malloc((size_t)(batch * l->xs) * sizeof(float) + 1);
+            l->slots[k].y = malloc((size_t)(batch * l->ys) * 4 + 1);
             l->slots[k].index = -1;
             ok = l->slots[k].x && l->slots[k].y;
         }
@@ -266,6 +285,7 @@ void kiln_loader_start(kiln_loader *l, int64_t epoch)
         }
     }
     l->epoch = epoch;
+    l->view.epoch = epoch;
     l->cursor = 0;
     l->started = 1;
     if (l->threaded) {
@@ -297,13 +317,108 @@ int kiln_loader_next(kiln_loader *l, float *x, void *y, int64_t *n)
     while (s->state != SLOT_READY) pthread_cond_wait(&l->done, &l->mu);
     pthread_mutex_unlock(&l->mu);
     /* A READY slot is the caller's until it is queued again. */
-    const kiln_dataset *d = l->d;
-    if (x && d->x_numel) memcpy(x, s->x, (size_t)(l->batch * d->x_numel) * sizeof(float));
-    if (y && d->y_numel) memcpy(y, s->y, (size_t)(l->batch * d->y_numel) * 4);
+    if (x && l->xs) memcpy(x, s->x, (size_t)(l->batch * l->xs) * sizeof(float));
+    if (y && l->ys) memcpy(y, s->y, (size_t)(l->batch * l->ys) * 4);
     if (n) *n = s->n;
     pthread_mutex_lock(&l->mu);
     s->state = SLOT_EMPTY;
     queue_locked(l, b + 2);
     pthread_mutex_unlock(&l->mu);
     return 1;
+}
+
+/* ---- image views ---------------------------------------------------------- */
+
+/* Runs change(l, arg) with the worker idle and nothing queued, then queues
+ * the next two batches again (when an epoch is under way). */
+static kiln_status with_worker_idle(kiln_loader *l, kiln_status (*change)(kiln_loader *, void *),
+                                    void *arg)
+{
+    if (l->threaded) {
+        pthread_mutex_lock(&l->mu);
+        quiesce_locked(l);
+        for (int k = 0; k < 2; k++) l->slots[k].state = SLOT_EMPTY;
+        pthread_mutex_unlock(&l->mu);
+    }
+    kiln_status st = change(l, arg);
+    if (l->threaded && l->started) {
+        pthread_mutex_lock(&l->mu);
+        queue_locked(l, l->cursor);
+        queue_locked(l, l->cursor + 1);
+        pthread_mutex_unlock(&l->mu);
+    }
+    return st;
+}
+
+static kiln_status change_size(kiln_loader *l, void *arg)
+{
+    const int *hw = arg;
+    int64_t xs, ys;
+    kiln_imgset_numel(l->d, hw[0], hw[1], &xs, &ys);
+    if ((xs && l->batch > ((int64_t)1 << 60) / 8 / xs) ||
+        (ys && l->batch > ((int64_t)1 << 60) / 8 / ys))
+        return KILN_ERR_INVALID;
+    if (l->threaded) {
+        float *x[2];
+        unsigned char *y[2];
+        int ok = 1;
+        for (int k = 0; k < 2; k++) {
+            x[k] = malloc((size_t)(l->batch * xs) * sizeof(float) + 1);
+            y[k] = malloc((size_t)(l->batch * ys) * 4 + 1);
+            ok &= x[k] && y[k];
+        }
+        for (int k = 0; k < 2; k++) {
+            float *fx = ok ? l->slots[k].x : x[k]; /* on failure the slots stay */
+            unsigned char *fy = ok ? l->slots[k].y : y[k];
+            free(fx);
+            free(fy);
+            if (ok) {
+                l->slots[k].x = x[k];
+                l->slots[k].y = y[k];
+            }
+        }
+        if (!ok) return KILN_ERR_NOMEM;
+    }
+    l->view.h = hw[0];
+    l->view.w = hw[1];
+    l->xs = xs;
+    l->ys = ys;
+    return KILN_OK;
+}
+
+kiln_status kiln_loader_set_size(kiln_loader *l, int height, int width)
+{
+    if (!l || height < 1 || width < 1 || height > 65535 || width > 65535) return KILN_ERR_INVALID;
+    if (!l->d->img) return KILN_ERR_UNSUPPORTED;
+    int hw[2] = {height, width};
+    if (height == l->view.h && width == l->view.w) return KILN_OK;
+    return with_worker_idle(l, change_size, hw);
+}
+
+static kiln_status change_augment(kiln_loader *l, void *arg)
+{
+    l->view.augment = *(const int *)arg;
+    return KILN_OK;
+}
+
+void kiln_loader_set_augment(kiln_loader *l, int on)
+{
+    if (!l || !l->d->img) return;
+    int v = on != 0;
+    if (v != l->view.augment) with_worker_idle(l, change_augment, &v);
+}
+
+void kiln_loader_shapes(const kiln_loader *l, int *x_rank, int64_t *x_shape, int *y_rank,
+                        int64_t *y_shape)
+{
+    kiln_dataset_shapes(l ? l->d : NULL, x_rank, x_shape, y_rank, y_shape, NULL);
+    if (!l || !l->d->img) return;
+    if (x_shape) {
+        x_shape[1] = l->view.h;
+        x_shape[2] = l->view.w;
+    }
+    if (y_shape && l->d->img->kind == KILN_DATA_SEGMENTATION) {
+        y_shape[0] = l->view.h;
+        y_shape[1] = l->view.w;
+    }
 }

@@ -10,7 +10,9 @@
  * what a caller can see.
  *
  * Memory layout (every offset and every size 64-byte aligned):
- *   P  the parameters, in order of first appearance (train, eval, forward);
+ *   P  the parameters, in order of first appearance (train, eval, forward),
+ *      and the model's own state (STATE leaves of the forward graph itself:
+ *      batchnorm's running statistics), which the forward entry reads;
  *   S  the optimizer state, in order of first appearance;
  *   A  the interface block first — input, target, const and hparam leaves,
  *      then returned values (outputs, losses, metrics), each at one offset
@@ -33,7 +35,9 @@
 #include "codegen/lower_group.h"
 #include "codegen/target.h"
 #include "ir/ops.h"
+#include "ir/util.h"
 #include "passes/passes.h"
+#include "runtime/kiln_ffi.h"
 #include "runtime/rng.h"
 #include "runtime/threadpool.h"
 
@@ -62,6 +66,7 @@ static const struct {
 typedef struct ptensor {
     char *name;
     kiln_role role;
+    kiln_metric_kind metric; /* METRIC tensors */
     kiln_dtype dtype;
     int rank;
     int64_t shape[KILN_MAX_RANK];
@@ -69,8 +74,11 @@ typedef struct ptensor {
     size_t bytes;
     uint8_t space; /* kiln_space */
     int64_t offset;
-    int init;        /* parameters: kiln_init */
-    double scale;    /* parameters: the init's scale */
+    int init;        /* parameters and model state: kiln_init */
+    double scale;    /* parameters and model state: the init's scale */
+    bool model_state; /* a STATE leaf of the model graph itself (batchnorm's running
+                         statistics): kept in P with the parameters, set by
+                         kiln_program_init_params, not optimizer state */
     bool is_const;   /* a returned `const` node: no kernel writes it */
     double const_value;
 } ptensor;
@@ -88,6 +96,8 @@ typedef struct built {
     size_t iface_bytes;
     size_t inter_sum; /* the largest entry's sum of aligned intermediate sizes */
     int ntrain; /* plan index of train_step, or -1 */
+    double t_graphs, t_lower, t_memplan; /* seconds (kiln_compile_timings) */
+    bool kernels; /* kernels are built: entries go through passes/conv_lower.c */
     char err[2048];
 } built;
 
@@ -98,6 +108,9 @@ struct kiln_program {
     kiln_so *so;
     kiln_llvm_jit *jit; /* LLVM backend */
     kiln_entry_fn fn[MAX_ENTRIES];
+    kiln_kfuncs kf;    /* what the emitter wrote: the kernels' signatures */
+    kiln_ftable *ft;   /* entries and kernels callable through libffi (runtime/ffi.c) */
+    kiln_compile_timings times;
     kiln_pool *pool; /* C backend: the kernels' threads */
     kiln_rt rt;      /* what entries get: the pool and its parallel_for */
     kiln_interp *it[MAX_ENTRIES];
@@ -313,12 +326,13 @@ static kiln_status add_tensor(built *b, const kiln_node *n, const char *name, in
     memset(t, 0, sizeof *t);
     if (!(t->name = strdup(name))) return berr(b, KILN_ERR_NOMEM, "out of memory");
     t->role = (kiln_role)n->role;
+    if (n->role == KILN_ROLE_METRIC) t->metric = (kiln_metric_kind)n->metric;
     t->dtype = (kiln_dtype)n->dtype;
     t->rank = n->rank;
     memcpy(t->shape, n->shape, sizeof t->shape);
     t->numel = kiln_node_numel(n);
     t->bytes = (size_t)t->numel * kiln_dtype_size(t->dtype);
-    if (n->op == KILN_OP_INPUT && n->role == KILN_ROLE_PARAM) {
+    if (n->op == KILN_OP_INPUT && (n->role == KILN_ROLE_PARAM || n->role == KILN_ROLE_STATE)) {
         t->init = (int)kiln_attr_get_int(n, "init");
         t->scale = kiln_attr_get_float(n, "scale");
     }
@@ -394,7 +408,7 @@ static void layout_tensors(built *b)
     int64_t end[4] = {0, 0, 0, 0};
     for (int i = 0; i < b->nt; i++) {
         ptensor *t = &b->t[i];
-        t->space = t->role == KILN_ROLE_PARAM ? KILN_SPACE_P
+        t->space = t->role == KILN_ROLE_PARAM || t->model_state ? KILN_SPACE_P
                  : t->role == KILN_ROLE_STATE ? KILN_SPACE_S : KILN_SPACE_A;
         t->offset = end[t->space];
         end[t->space] += align_up((int64_t)t->bytes);
@@ -618,7 +632,8 @@ static kiln_status forward_graph(built *b, const kiln_graph *f, kiln_graph **out
         for (int32_t i = 0; i < g->nnodes; i++)
             if (g->nodes[i].role == KILN_ROLE_LOSS || g->nodes[i].role == KILN_ROLE_METRIC)
                 g->nodes[i].role = KILN_ROLE_NONE;
-    kiln_status st = kiln_run_pass(g, "dce");
+    kiln_status st = kiln_run_pass(g, "eval_mode"); /* inference: train_eval's b, no assigns */
+    if (!st) st = kiln_run_pass(g, "dce");
     if (st) {
         berr(b, st, "building forward: %s", kiln_graph_error(g));
         kiln_graph_free(g);
@@ -638,6 +653,10 @@ static kiln_status add_entry(built *b, int which, kiln_graph *g)
     pe->g = g;
     b->plan.nentries++;
     if (which == 0) b->ntrain = e;
+    if (b->kernels) { /* convolutions into im2col, GEMMs and col2im */
+        kiln_status st = kiln_run_pass(g, "conv_lower");
+        if (st) return berr(b, st, "%s: conv_lower: %s", pe->name, kiln_graph_error(g));
+    }
     size_t n = (size_t)(g->nnodes ? g->nnodes : 1);
     if (!(pe->place = calloc(n, sizeof *pe->place)) ||
         !(b->tensor_of[e] = malloc(n * sizeof *b->tensor_of[e])))
@@ -654,6 +673,8 @@ static kiln_status build(const kiln_graph *forward, const kiln_compile_options *
 {
     memset(b, 0, sizeof *b);
     b->ntrain = -1;
+    b->kernels = kernels;
+    double t0 = now_seconds();
     if (!(b->plan.entries = calloc(MAX_ENTRIES, sizeof *b->plan.entries)))
         return berr(b, KILN_ERR_NOMEM, "out of memory");
     if (opt->target) { /* NULL: the emitter uses the host */
@@ -689,15 +710,27 @@ static kiln_status build(const kiln_graph *forward, const kiln_compile_options *
     }
     kiln_graph_free(f);
     if (st) return st;
+    double t1 = now_seconds();
+    b->t_graphs = t1 - t0;
     if ((st = collect_tensors(b))) return st;
+    /* the model's own STATE leaves (not the optimizer's) live with the parameters */
+    for (int32_t i = 0; i < forward->nnodes; i++) {
+        const kiln_node *n = &forward->nodes[i];
+        int k = n->op == KILN_OP_INPUT && n->role == KILN_ROLE_STATE ? find_tensor(b, n->name) : -1;
+        if (k >= 0) b->t[k].model_state = true;
+    }
     layout_tensors(b);
     for (int e = 0; e < b->plan.nentries; e++) {
         if (kernels) {
-            if ((st = lower_entry(b, e)) || (st = place_fused(b, e))) return st;
+            double t2 = now_seconds();
+            st = lower_entry(b, e);
+            b->t_lower += now_seconds() - t2;
+            if (st || (st = place_fused(b, e))) return st;
         } else if ((st = place_entry(b, e))) {
             return st;
         }
     }
+    b->t_memplan = now_seconds() - t1 - b->t_lower;
     return KILN_OK;
 }
 
@@ -729,6 +762,8 @@ void kiln_program_free(kiln_program *p)
 {
     if (!p) return;
     for (int e = 0; e < MAX_ENTRIES; e++) kiln_interp_free(p->it[e]);
+    kiln_ftable_free(p->ft);
+    kiln_kfuncs_free(&p->kf);
     if (p->so) kiln_so_close(p->so);
     kiln_pool_free(p->pool);
     kiln_llvm_free(p->jit);
@@ -760,11 +795,14 @@ static double flops_of(const kiln_graph *g)
     return total;
 }
 
-/* The pool and the entry points of a compiled program, from `sym` (the
- * loaded object's or the JIT's symbol lookup). */
+/* The pool, the entry points and the kernels of a compiled program, from
+ * `sym` (the loaded object's or the JIT's symbol lookup): entries and the
+ * kiln_kernels table (codegen.h) make the function table that calls them
+ * through libffi. */
 static kiln_status bind_entries(kiln_program *p, const kiln_compile_options *opt,
                                 void *(*sym)(void *, const char *), void *obj, char **err)
 {
+    double t0 = now_seconds();
     if (!(p->pool = kiln_pool_new(opt->threads))) {
         set_err(err, "kiln_compile: out of memory creating the thread pool");
         return KILN_ERR_NOMEM;
@@ -781,6 +819,23 @@ static kiln_status bind_entries(kiln_program *p, const kiln_compile_options *opt
         }
         memcpy(&p->fn[e], &addr, sizeof p->fn[e]); /* object to function pointer */
     }
+    void *table = sym(obj, KILN_KERNEL_TABLE);
+    if (!table) {
+        set_err(err, "kiln_compile: the compiled program has no kernel table '%s'",
+                KILN_KERNEL_TABLE);
+        return KILN_ERR_INTERNAL;
+    }
+    void (*eaddr[MAX_ENTRIES])(void);
+    for (int e = 0; e < p->b.plan.nentries; e++)
+        memcpy(&eaddr[e], &p->fn[e], sizeof eaddr[e]);
+    char msg[1024];
+    kiln_status st = kiln_ftable_new(&p->b.plan, p->b.fusion, &p->kf, eaddr,
+                                     (void (*const *)(void))table, &p->ft, msg, sizeof msg);
+    if (st) {
+        set_err(err, "kiln_compile: %s", msg);
+        return st;
+    }
+    p->times.load = now_seconds() - t0;
     return KILN_OK;
 }
 
@@ -791,8 +846,11 @@ static void *jit_sym(void *jit, const char *name) { return kiln_llvm_sym(jit, na
 static kiln_status load_llvm(kiln_program *p, const kiln_compile_options *opt, char **err)
 {
     char *lerr = NULL;
-    double secs = 0.0;
-    kiln_status st = kiln_llvm_load(&p->b.plan, &p->jit, &secs, &lerr);
+    kiln_llvm_times lt;
+    kiln_status st = kiln_llvm_load2(&p->b.plan, &p->kf, &p->jit, &lt, &lerr);
+    p->times.emit = lt.emit;
+    p->times.optimize = lt.optimize;
+    p->times.compile = lt.codegen;
     if (st) {
         set_err(err, "kiln_compile: %s", lerr ? lerr : kiln_status_str(st));
         free(lerr);
@@ -806,7 +864,9 @@ static kiln_status load_llvm(kiln_program *p, const kiln_compile_options *opt, c
 
 static kiln_status load_c(kiln_program *p, const kiln_compile_options *opt, char **err)
 {
-    char *src = kiln_emit_c_source(&p->b.plan);
+    double t0 = now_seconds();
+    char *src = kiln_emit_c_source_sigs(&p->b.plan, &p->kf);
+    p->times.emit = now_seconds() - t0;
     if (!src) {
         set_err(err, "kiln_compile: out of memory writing the C source");
         return KILN_ERR_NOMEM;
@@ -816,6 +876,8 @@ static kiln_status load_c(kiln_program *p, const kiln_compile_options *opt, char
     int cached = 0;
     double secs = 0.0;
     kiln_status st = kiln_cc_load(src, &cco, &p->so, &cached, &secs, &ccerr);
+    p->times.compile = secs;
+    p->times.cached = cached;
     free(src);
     if (st) {
         set_err(err, "kiln_compile: %s", ccerr ? ccerr : kiln_status_str(st));
@@ -830,6 +892,7 @@ static kiln_status load_c(kiln_program *p, const kiln_compile_options *opt, char
 
 static kiln_status load_ref(kiln_program *p, char **err)
 {
+    double t0 = now_seconds();
     int64_t most = 1;
     for (int i = 0; i < p->b.nt; i++)
         if (p->b.t[i].numel > most) most = p->b.t[i].numel;
@@ -845,6 +908,7 @@ static kiln_status load_ref(kiln_program *p, char **err)
             return st;
         }
     }
+    p->times.load = now_seconds() - t0;
     return KILN_OK;
 }
 
@@ -942,6 +1006,10 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
                                      : kernels_of(p->b.graphs[ke]);
     if (opt->backend == KILN_BACKEND_REF) s->threads = 1;
     s->compile_seconds = now_seconds() - t0;
+    p->times.graphs = p->b.t_graphs;
+    p->times.lower = p->b.t_lower;
+    p->times.memplan = p->b.t_memplan;
+    p->times.total = s->compile_seconds;
     if (opt->verbose)
         fprintf(stderr, "kiln: compiled '%s' (%s backend%s) in %.3f s: P %zu, S %zu, A %zu bytes, "
                 "%d kernels in %s, %d thread%s\n", forward->name ? forward->name : "?",
@@ -1010,7 +1078,9 @@ kiln_status kiln_program_run(kiln_program *p, const char *entry)
                     entry ? entry : "(null)", have);
     }
     if (p->backend == KILN_BACKEND_REF) return run_ref(p, e);
-    int rc = p->fn[e](p->mem[KILN_SPACE_P], p->mem[KILN_SPACE_S], p->mem[KILN_SPACE_A], &p->rt);
+    /* through libffi, as any compiled function (runtime/ffi.c) */
+    int rc = kiln_ftable_run_entry(p->ft, e, p->mem[KILN_SPACE_P], p->mem[KILN_SPACE_S],
+                                   p->mem[KILN_SPACE_A], &p->rt);
     if (rc == 0) return KILN_OK;
     char msg[1024] = "";
     if (rc > 0) kiln_plan_error_message(&p->b.plan.entries[e], rc, msg, sizeof msg);
@@ -1033,10 +1103,12 @@ static void fill_info(const ptensor *t, kiln_tensor_info *info)
     memset(info, 0, sizeof *info);
     info->name = t->name;
     info->role = t->role;
+    info->metric = t->metric;
     info->dtype = t->dtype;
     info->rank = t->rank;
     memcpy(info->shape, t->shape, sizeof info->shape);
     info->bytes = t->bytes;
+    info->model_state = t->model_state;
 }
 
 kiln_status kiln_program_tensor(const kiln_program *p, int i, kiln_tensor_info *info)
@@ -1161,6 +1233,13 @@ kiln_status kiln_program_init_params(kiln_program *p, uint64_t seed)
             store_elem(t->dtype, d, j, v);
         }
     }
+    /* model state (running statistics): its init's constant */
+    for (int i = 0; i < p->b.nt; i++) {
+        const ptensor *t = &p->b.t[i];
+        if (!t->model_state) continue;
+        double v = t->init == KILN_INIT_ONES ? 1.0 : 0.0;
+        for (int64_t j = 0; j < t->numel; j++) store_elem(t->dtype, tensor_data(p, t), j, v);
+    }
     return kiln_program_reset_state(p);
 }
 
@@ -1178,7 +1257,122 @@ kiln_status kiln_program_stats_get(const kiln_program *p, kiln_program_stats *s)
     return KILN_OK;
 }
 
+kiln_status kiln_program_timings(const kiln_program *p, kiln_compile_timings *t)
+{
+    if (!p || !t) return KILN_ERR_INVALID;
+    *t = p->times;
+    return KILN_OK;
+}
+
+/* ---- compiled functions by name (runtime/ffi.c) ---- */
+
+static kiln_status need_functions(kiln_program *p, const char *what)
+{
+    if (p->ft) return KILN_OK;
+    return perr(p, KILN_ERR_UNSUPPORTED, "%s: the reference backend compiles no functions "
+                "(compile with KILN_BACKEND_C or KILN_BACKEND_LLVM)", what);
+}
+
+int kiln_program_num_functions(const kiln_program *p) { return p ? kiln_ftable_count(p->ft) : 0; }
+
+kiln_status kiln_program_function(const kiln_program *p, int i, kiln_function_info *info)
+{
+    if (!p || !info) return KILN_ERR_INVALID;
+    if (kiln_ftable_info(p->ft, i, info))
+        return perr((kiln_program *)p, KILN_ERR_INVALID, "function index %d is outside [0, %d)",
+                    i, kiln_ftable_count(p->ft));
+    return KILN_OK;
+}
+
+/* The index of function `name` (what: the caller, for messages), or -1 with
+ * the program's error set. */
+static int find_function(kiln_program *p, const char *name, const char *what)
+{
+    if (need_functions(p, what)) return -1;
+    char msg[1024];
+    int i = kiln_ftable_find(p->ft, name, msg, sizeof msg);
+    if (i < 0) perr(p, KILN_ERR_NOT_FOUND, "%s: %s", what, msg);
+    return i;
+}
+
+kiln_status kiln_program_find_function(kiln_program *p, const char *name, kiln_function_info *info)
+{
+    if (!p) return KILN_ERR_INVALID;
+    int i = find_function(p, name, "kiln_program_find_function");
+    if (i < 0) return p->ft ? KILN_ERR_NOT_FOUND : KILN_ERR_UNSUPPORTED;
+    if (info) kiln_ftable_info(p->ft, i, info);
+    return KILN_OK;
+}
+
+kiln_status kiln_program_call(kiln_program *p, const char *name, const kiln_arg *args, int nargs,
+                              int *result)
+{
+    if (result) *result = 0;
+    if (!p) return KILN_ERR_INVALID;
+    int i = find_function(p, name, "kiln_program_call");
+    if (i < 0) return p->ft ? KILN_ERR_NOT_FOUND : KILN_ERR_UNSUPPORTED;
+    char msg[1024];
+    kiln_status st = kiln_ftable_call(p->ft, i, args, nargs, &p->rt, result, msg, sizeof msg);
+    if (st) return perr(p, st, "kiln_program_call: %s", msg);
+    return KILN_OK;
+}
+
+kiln_status kiln_program_args(kiln_program *p, const char *name, kiln_arg *args, int max,
+                              int *nargs)
+{
+    if (nargs) *nargs = 0;
+    if (!p) return KILN_ERR_INVALID;
+    int i = find_function(p, name, "kiln_program_args");
+    if (i < 0) return p->ft ? KILN_ERR_NOT_FOUND : KILN_ERR_UNSUPPORTED;
+    char msg[1024];
+    kiln_status st = kiln_ftable_args(p->ft, i, p->mem, args, max, nargs, msg, sizeof msg);
+    if (st) return perr(p, st, "kiln_program_args: %s", msg);
+    return KILN_OK;
+}
+
 /* ---- emitting ---- */
+
+char *kiln_plan_kernels(const kiln_graph *forward, const kiln_compile_options *opt, char **err)
+{
+    if (err) *err = NULL;
+    if (!forward) {
+        set_err(err, "kiln_plan_kernels: the graph is NULL");
+        return NULL;
+    }
+    kiln_compile_options defaults = kiln_compile_defaults();
+    if (!opt) opt = &defaults;
+    built *b = malloc(sizeof *b);
+    if (!b) {
+        set_err(err, "kiln_plan_kernels: out of memory");
+        return NULL;
+    }
+    kiln_kfuncs kf = {0};
+    kiln_sbuf out = {0};
+    char *src = NULL;
+    kiln_status st = build(forward, opt, true, b);
+    if (st) {
+        set_err(err, "kiln_plan_kernels: %s", b->err[0] ? b->err : kiln_status_str(st));
+    } else if (!(src = kiln_emit_c_source_sigs(&b->plan, &kf))) {
+        set_err(err, "kiln_plan_kernels: out of memory");
+    } else {
+        for (int i = 0; i < kf.n; i++) {
+            const kiln_plan_entry *e = &b->plan.entries[kf.f[i].entry];
+            kiln_sb_printf(&out, "%-10s %3d  %-32s %s\n", e->name, (int)kf.f[i].kernel,
+                           kf.f[i].name, e->kernels[kf.f[i].kernel]->comment);
+        }
+        if (!out.p && !out.oom && !(out.p = strdup(""))) out.oom = true;
+        if (out.oom) {
+            free(out.p);
+            out.p = NULL;
+            set_err(err, "kiln_plan_kernels: out of memory");
+        }
+    }
+    free(src);
+    kiln_kfuncs_free(&kf);
+    built_free(b);
+    free(b);
+    return out.p;
+}
 
 char *kiln_emit_c(const kiln_graph *forward, const kiln_compile_options *opt, char **err)
 {
@@ -1255,7 +1449,8 @@ void kiln_aot_plan_free(kiln_aot_plan *p)
 }
 
 kiln_status kiln_aot_plan_build(const kiln_graph *forward, const kiln_compile_options *opt,
-                                kiln_aot_plan *out, char **err)
+                                kiln_aot_plan_hook hook, void *user, kiln_aot_plan *out,
+                                char **err)
 {
     if (err) *err = NULL;
     if (!forward || !out) {
@@ -1305,6 +1500,7 @@ kiln_status kiln_aot_plan_build(const kiln_graph *forward, const kiln_compile_op
             set_err(err, "out of memory");
             st = KILN_ERR_NOMEM;
         }
+        if (!st && hook) st = hook(&one, user, err); /* the LLVM object (runtime/aot.c) */
         for (int k = 0; !st && k < b->nt; k++) {
             const ptensor *t = &b->t[k];
             /* parameters all; leaves the entry reads; values it returns */

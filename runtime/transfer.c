@@ -15,9 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool copied_role(kiln_role r, int with_state)
+/* Parameters, named constants and the model's own state (batchnorm's running
+ * statistics) always; optimizer state with with_state. */
+static bool copied(const kiln_tensor_info *t, int with_state)
 {
-    return r == KILN_ROLE_PARAM || r == KILN_ROLE_CONST || (with_state && r == KILN_ROLE_STATE);
+    return t->role == KILN_ROLE_PARAM || t->role == KILN_ROLE_CONST || t->model_state ||
+           (with_state && t->role == KILN_ROLE_STATE);
 }
 
 static bool same_type(const kiln_tensor_info *a, const kiln_tensor_info *b)
@@ -50,9 +53,9 @@ kiln_status kiln_program_copy(kiln_program *dst, kiln_program *src, int with_sta
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < n; i++) {
             kiln_tensor_info di, si;
-            if (kiln_program_tensor(dst, i, &di) || !copied_role(di.role, with_state)) continue;
+            if (kiln_program_tensor(dst, i, &di) || !copied(&di, with_state)) continue;
             void *from = kiln_program_data(src, di.name, &si);
-            if (!from || !copied_role(si.role, with_state)) {
+            if (!from || !copied(&si, with_state)) {
                 if (pass == 0) r.only_dst++;
                 continue;
             }
@@ -78,8 +81,8 @@ kiln_status kiln_program_copy(kiln_program *dst, kiln_program *src, int with_sta
     int ns = kiln_program_num_tensors(src);
     for (int i = 0; i < ns; i++) {
         kiln_tensor_info si, di;
-        if (kiln_program_tensor(src, i, &si) || !copied_role(si.role, with_state)) continue;
-        if (!kiln_program_data(dst, si.name, &di) || !copied_role(di.role, with_state)) r.only_src++;
+        if (kiln_program_tensor(src, i, &si) || !copied(&si, with_state)) continue;
+        if (!kiln_program_data(dst, si.name, &di) || !copied(&di, with_state)) r.only_src++;
     }
     if (report) *report = r;
     return KILN_OK;

@@ -85,8 +85,9 @@ void keval_typecheck(keval *e)
         const kiln_kexpr *x = &k->exprs[i];
         kiln_dtype t = (kiln_dtype)x->dtype;
         bool has_a = is_binary(x->op) || is_unary(x->op) || x->op == KX_CAST ||
-                     x->op == KX_SELECT || x->op == KX_LOAD;
-        bool has_b = is_binary(x->op) || x->op == KX_SELECT || x->op == KX_LOAD;
+                     x->op == KX_SELECT || x->op == KX_LOAD || x->op == KX_HASH;
+        bool has_b = is_binary(x->op) || x->op == KX_SELECT || x->op == KX_LOAD ||
+                     x->op == KX_HASH;
         if (x->op >= KX_COUNT || (x->op == KX_LOAD ? !expr_id_ok(k, x->b)
                                                    : (has_a && !expr_id_ok(k, x->a)) ||
                                                          (has_b && !expr_id_ok(k, x->b)) ||
@@ -118,6 +119,10 @@ void keval_typecheck(keval *e)
                  k->exprs[x->c].dtype == t;
             break;
         case KX_CAST: ok = ta != t; break;
+        case KX_HASH:
+            ok = t == KILN_I64 && k->exprs[x->a].dtype == KILN_I64 &&
+                 k->exprs[x->b].dtype == KILN_I64;
+            break;
         default:
             if (x->op >= KX_LT && x->op <= KX_NE) ok = ta == tb && t == KILN_BOOL;
             else if (is_binary(x->op)) ok = ta == t && tb == t;
@@ -184,6 +189,8 @@ static double ev(keval *e, int32_t id)
         double c = ev(e, x->a), a = ev(e, x->b), b = ev(e, x->c);
         return c != 0 ? a : b;
     }
+    case KX_HASH: /* operands are i64 values held exactly (|v| < 2^53) */
+        return (double)kiln_kx_hash_value((int64_t)ev(e, x->a), (int64_t)ev(e, x->b));
     default: break;
     }
     double a = ev(e, x->a), b = is_binary(x->op) ? ev(e, x->b) : 0, r;

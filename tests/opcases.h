@@ -29,7 +29,7 @@ typedef struct op_case {
     int ninputs;
     op_input in[4];
     int nattrs;
-    const char *attrs[4]; /* "name=value", as kiln_op takes them */
+    const char *attrs[8]; /* "name=value", as kiln_op takes them */
     const double *expected; /* forward values, row-major; NULL: no forward check */
     int64_t nexpected;
     bool no_grad; /* skip the gradient check */
@@ -43,6 +43,9 @@ OPCASE_FAMILY(reduce)
 OPCASE_FAMILY(matmul)
 OPCASE_FAMILY(shape)
 OPCASE_FAMILY(loss)
+OPCASE_FAMILY(conv)
+OPCASE_FAMILY(norm)
+OPCASE_FAMILY(pool)
 #undef OPCASE_FAMILY
 
 #define OPCASE_COUNT(arr) ((int)(sizeof(arr) / sizeof((arr)[0])))

@@ -292,6 +292,33 @@ Test(bench, step_json)
     run_free(&r);
 }
 
+static void kernel_line(const char *line, const char *name)
+{
+    cr_assert_str_eq(name, "kernel");
+    cr_assert(strstr(line, "\"function\":\"k4_matmul\""), "%s", line);
+    cr_assert_eq(json_num(line, "batch"), 8);
+    json_positive(line, "flops");
+    json_positive(line, "bytes");
+}
+
+/* bench kernel: without a name, one JSON line per compiled function with
+ * its signature; with a kernel's name, that kernel timed alone (called by
+ * name through libffi on the buffers of one real step). */
+Test(bench, kernel_json)
+{
+    run r = bench(ARGS("kernel", "examples/fashion_mlp.kiln", "--bs", "8", "--json"));
+    want_status(&r, 0, "bench kernel");
+    cr_assert(strstr(r.out, "{\"name\":\"kernel\",\"function\":\"k4_matmul\""), "%s", r.out);
+    cr_assert(strstr(r.out, "\"in f32[512,784] linear0.weight\""), "%s", r.out);
+    cr_assert(strstr(r.out, "\"function\":\"train_step\",\"entry_point\":true"), "%s", r.out);
+    run_free(&r);
+    r = bench(ARGS("kernel", "examples/fashion_mlp.kiln", "k4_matmul", "--bs", "8", "--repeats",
+                   "1", "--threads", "1", "--json"));
+    want_status(&r, 0, "bench kernel k4_matmul");
+    cr_assert_eq(check_lines(r.out, kernel_line), 1, "%s", r.out);
+    run_free(&r);
+}
+
 /* ---- bad usage: exit 2, one message, nothing on stdout ---- */
 
 static void want_usage_error(const char *const *args, const char *part)
@@ -307,6 +334,11 @@ Test(bench, bad_usage)
 {
     want_usage_error(ARGS("--json"), "needs a benchmark");
     want_usage_error(ARGS("nope"), "unknown benchmark 'nope'");
+    want_usage_error(ARGS("kernel"), "needs a model file");
+    want_usage_error(ARGS("kernel", "examples/fashion_mlp.kiln", "--bs", "8", "k999_nothing"),
+                     "no compiled function named 'k999_nothing'");
+    want_usage_error(ARGS("kernel", "examples/fashion_mlp.kiln", "--backend", "ref"),
+                     "reference backend");
     want_usage_error(ARGS("gemm", "--sizes", "256,x"), "bad size 'x'");
     want_usage_error(ARGS("gemm", "--shapes", "4x4"), "bad shape '4x4'");
     want_usage_error(ARGS("gemm", "--shapes", "4x4x4:2"), "bad shape");

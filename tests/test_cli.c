@@ -403,6 +403,119 @@ Test(cli, missing_data)
     run_free(&r);
 }
 
+/* ---- image data sets (--data DIR with images; tests/test_images.c checks
+ * the layouts themselves) ---- */
+
+/* tmp/<rel>, made with its parents. */
+static void make_dirs(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmp, rel);
+    for (char *s = p + strlen(tmp) + 1; *s; s++)
+        if (*s == '/') {
+            *s = '\0';
+            mkdir(p, 0755);
+            *s = '/';
+        }
+    cr_assert(mkdir(p, 0755) == 0 || errno == EEXIST, "mkdir %s", p);
+}
+
+Test(cli, train_image_folders)
+{
+    /* two classes of 28x28 gray PNGs: dark and bright */
+    static const char *const cls[2] = {"dark", "bright"};
+    uint8_t px[28 * 28];
+    for (int split = 0; split < 2; split++)
+        for (int c = 0; c < 2; c++) {
+            char rel[128];
+            snprintf(rel, sizeof rel, "imgs/%s/%s", split ? "valid" : "train", cls[c]);
+            make_dirs(rel);
+            for (int i = 0; i < (split ? 3 : 8); i++) {
+                for (int k = 0; k < 28 * 28; k++) px[k] = (uint8_t)(c * 150 + (k * 7 + i) % 100);
+                char p[512];
+                char *err = NULL;
+                snprintf(p, sizeof p, "%s/%s/%d.png", tmp, rel, i);
+                cr_assert_eq(kiln_image_write_png(p, px, 28, 28, 1, &err), KILN_OK, "%s", err);
+            }
+        }
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/imgs", tmp);
+    run r = kiln(ARGS("train", MODEL, "--data", dir, "--bs", "4", "--epochs", "1", "--augment"),
+                 NULL);
+    want_status(&r, 0, "train on image folders");
+    want_prefix(r.out, TABLE_HEADER "0 ", "the epoch table");
+    char w[512];
+    snprintf(w, sizeof w,
+             "kiln: %s: folders images 1x28x28, 2 classes, 16 training and 6 validation samples, "
+             "augmented\n", dir);
+    want_in(r.err, w, "the data line");
+    run_free(&r);
+    /* --size 14 makes 1x14x14 images: the model takes 28x28, and says so */
+    r = kiln(ARGS("train", MODEL, "--data", dir, "--bs", "4", "--epochs", "1", "--size", "14"),
+             NULL);
+    want_status(&r, 2, "--size 14 against a 28x28 model");
+    want_in(r.err, "a sample's x has 196 elements, but the program's input", "size mismatch");
+    run_free(&r);
+    /* a malformed multi-label set: the file, the line, the fix */
+    make_dirs("ml/images");
+    snprintf(w, sizeof w, "%s/ml/labels.csv", tmp);
+    FILE *f = fopen(w, "w");
+    cr_assert_not_null(f);
+    fputs("image,tags\n", f);
+    fclose(f);
+    snprintf(dir, sizeof dir, "%s/ml", tmp);
+    r = kiln(ARGS("train", MODEL, "--data", dir, "--epochs", "1"), NULL);
+    want_status(&r, 2, "a bad labels.csv");
+    snprintf(w, sizeof w,
+             "kiln train: %s/labels.csv:1: the header must be `image_name,tags`, not `image,tags`: "
+             "make the first line image_name,tags\n", dir);
+    cr_assert_str_eq(r.err, w);
+    run_free(&r);
+    /* --size and --augment need images */
+    r = kiln(ARGS("train", MODEL, "--data", "/nonexistent", "--size", "32"), NULL);
+    want_status(&r, 2, "--size without images");
+    want_in(r.err, "kiln train: --size works with image data sets only", "--size");
+    run_free(&r);
+}
+
+/* ---- kiln data (tools/data.c; tests/test_datagen.c checks the sets) ---- */
+
+Test(cli, data_make)
+{
+    char out[256], w[512];
+    snprintf(out, sizeof out, "%s/pts", tmp);
+    run r = kiln(ARGS("data", "make", "points", out, "--data", "/nonexistent"), NULL);
+    want_status(&r, 2, "data make --data /nonexistent");
+    want_prefix(r.err, "kiln data make: Fashion-MNIST not found in /nonexistent: install Debian's "
+                       "dataset-fashion-mnist", "missing data");
+    run_free(&r);
+    r = kiln(ARGS("data", "make", "planet", out), NULL);
+    want_status(&r, 2, "an unknown kind");
+    want_in(r.err, "unknown kind 'planet' (multilabel, segmentation, points, folders)", "kind");
+    run_free(&r);
+    r = kiln(ARGS("data", "make", "folders", out, "--size", "64"), NULL);
+    want_status(&r, 2, "folders --size");
+    run_free(&r);
+    NEED_DATA();
+    r = kiln(ARGS("data", "make", "points", out, "--n-train", "5", "--n-valid", "2"), NULL);
+    want_status(&r, 0, "data make points");
+    snprintf(w, sizeof w, "points: 5 training + 2 validation images, 64x64 gray, in %s: 9 files",
+             out);
+    want_prefix(r.out, w, "data make points");
+    run_free(&r);
+    snprintf(w, sizeof w, "%s/points.csv", out);
+    cr_assert_eq(access(w, R_OK), 0, "%s", w);
+    /* again: the folder is not empty */
+    r = kiln(ARGS("data", "make", "points", out, "--n-train", "5", "--n-valid", "2"), NULL);
+    want_status(&r, 2, "data make into a full folder");
+    want_in(r.err, "exists and is not empty: pass --force to replace it", "full folder");
+    run_free(&r);
+    r = kiln(ARGS("data", "make", "points", out, "--n-train", "5", "--n-valid", "2", "--force"),
+             NULL);
+    want_status(&r, 0, "data make --force");
+    run_free(&r);
+}
+
 /* ---- the C compiler ---- */
 
 Test(cli, missing_c_compiler)
@@ -507,6 +620,29 @@ Test(cli, info)
     run_free(&r);
 }
 
+/* info lists the kernels by the names kiln_program_call takes; --timings
+ * compiles from an empty cache and prints every phase, per backend. */
+Test(cli, info_kernels_and_timings)
+{
+    run r = kiln(ARGS("info", MODEL, "--bs", "8"), ENV("CC=/nonexistent/cc"));
+    want_status(&r, 0, "info");
+    want_in(r.out, "\n  kernels (entry, index, name", "the kernel list");
+    want_in(r.out, "\n    train_step   0  k4_matmul ", "the first kernel");
+    run_free(&r);
+    r = kiln(ARGS("info", MODEL, "--bs", "8", "--timings", "--backend", "c"), NULL);
+    want_status(&r, 0, "info --timings");
+    want_in(r.out, "\ncompile times of " MODEL " at batch 8 (from an empty cache)\n",
+            "the timings' title");
+    want_in(r.out, "C cold", "the C column");
+    want_in(r.out, "\n  compile (cc+dlopen/JIT) ", "the compiler's row");
+    want_in(r.out, "\n  total (kiln_compile) ", "the total");
+    run_free(&r);
+    r = kiln(ARGS("info", MODEL, "--timings", "--backend", "fast"), NULL);
+    want_status(&r, 2, "info --timings --backend fast");
+    want_in(r.err, "unknown backend 'fast'", "the bad backend");
+    run_free(&r);
+}
+
 /* ---- train, save, load ---- */
 
 /* The safetensors header of path: checks the 8-byte little-endian length
@@ -594,5 +730,52 @@ Test(cli, load_errors)
     snprintf(want, sizeof want, "kiln train: %s: header length ", path);
     want_in(r.err, want, "junk checkpoint");
     cr_assert_eq(r.nout, 0, "no training: %s", r.out);
+    run_free(&r);
+}
+
+/* Progressive resizing: --sizes 16,32 --epochs 1,1 trains one cycle at each
+ * size, carrying weights and optimizer state over; a layer whose weights
+ * depend on the size is named. */
+Test(cli, train_progressive_resizing)
+{
+    NEED_DATA();
+    char out[256], model[256], bad[256];
+    snprintf(out, sizeof out, "%s/pr", tmp);
+    run r = kiln(ARGS("data", "make", "points", out, "--n-train", "32", "--n-valid", "8", "--force"),
+                 NULL);
+    want_status(&r, 0, "data make points");
+    run_free(&r);
+    snprintf(model, sizeof model, "%s/pr.kiln", tmp);
+    FILE *f = fopen(model, "w");
+    cr_assert_not_null(f);
+    fputs("model pr\ndim S = 64\ninput x: f32[B, 1, S, S]\ntarget y: f32[B, 2]\n"
+          "h = max_pool2d(reshape(x, shape=[B, S, S]), kernel=S / 4)\n"
+          "out = linear(flatten(h), 2)\nloss = mse_loss(out, y)\n", f);
+    fclose(f);
+    r = kiln(ARGS("train", model, "--data", out, "--sizes", "16,32", "--epochs", "1,1", "--bs", "8"),
+             NULL);
+    want_status(&r, 0, "train --sizes 16,32");
+    want_in(r.err, "kiln: size 32: carried 6 tensors", "carried over");
+    want_in(r.out, "\n1 ", "the second stage's epoch is numbered 1");
+    run_free(&r);
+    r = kiln(ARGS("train", model, "--data", out, "--sizes", "16,32", "--epochs", "1,1,1"), NULL);
+    want_status(&r, 2, "three epoch counts for two sizes");
+    want_in(r.err, "--epochs lists 3 counts but --sizes 2 sizes", "count mismatch");
+    run_free(&r);
+    snprintf(bad, sizeof bad, "%s/bad.kiln", tmp);
+    f = fopen(bad, "w");
+    cr_assert_not_null(f);
+    fputs("model bad\ndim S = 64\ninput x: f32[B, 1, S, S]\ntarget y: f32[B, 2]\n"
+          "out = linear(flatten(x), 2)\nloss = mse_loss(out, y)\n", f);
+    fclose(f);
+    r = kiln(ARGS("train", bad, "--data", out, "--sizes", "16,32", "--epochs", "1", "--bs", "8"),
+             NULL);
+    want_status(&r, 2, "a size-dependent layer");
+    want_in(r.err, "size 16 -> 32: kiln_program_copy: 'linear0.weight' is f32[2,256] in the source "
+                   "program but f32[2,1024]", "the tensor named");
+    run_free(&r);
+    r = kiln(ARGS("train", bad, "--data", out, "--dim", "T=3", "--epochs", "1"), NULL);
+    want_status(&r, 2, "an undeclared dim");
+    want_in(r.err, "the model declares no dim 'T' (its dims: S)", "dim named");
     run_free(&r);
 }

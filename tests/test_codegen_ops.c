@@ -220,7 +220,7 @@ static void attr(family *f, tcase *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    cr_assert_lt(c->c.nattrs, 4);
+    cr_assert_lt(c->c.nattrs, 8);
     c->c.attrs[c->c.nattrs++] = fam_str(f, "%s", buf);
 }
 
@@ -672,6 +672,7 @@ static void gen_loss(family *f)
         add2(f, "mse_loss", inp(KILN_F32, lshapes[s], -3, 3), inp(KILN_F32, lshapes[s], -3, 3));
         add2(f, "bce_with_logits", inp(KILN_F32, lshapes[s], -10, 10),
              inp(KILN_F32, lshapes[s], 0, 1));
+        add2(f, "l1_loss", inp(KILN_F32, lshapes[s], -3, 3), inp(KILN_F32, lshapes[s], -3, 3));
     }
     add2(f, "mse_loss", inp(KILN_F64, S(17, 129), -3, 3), inp(KILN_F64, S(17, 129), -3, 3));
     add2(f, "bce_with_logits", inp(KILN_F64, S(17, 129), -10, 10),
@@ -710,6 +711,9 @@ static void gen_tables(family *f)
         {kiln_opcases_matmul, &kiln_nopcases_matmul},
         {kiln_opcases_shape, &kiln_nopcases_shape},
         {kiln_opcases_loss, &kiln_nopcases_loss},
+        {kiln_opcases_conv, &kiln_nopcases_conv},
+        {kiln_opcases_norm, &kiln_nopcases_norm},
+        {kiln_opcases_pool, &kiln_nopcases_pool},
     };
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (int i = 0; i < *tables[t].n; i++) {
@@ -739,6 +743,250 @@ static void gen_gemm_tiles(family *f)
                 add_mm(f, KILN_F32, mnk[i][0], mnk[i][1], mnk[i][2], ta, tb, -1, 1);
 }
 
+/* train_eval, batchnorm_stats, batchnorm_apply, batchnorm_sums, dropout
+ * (ir/ops_norm.c):
+ * channels and per-channel counts of the five sizes; a channel around 1000
+ * with a spread of 1 (the stats' shifted sums); dropout over odd lengths,
+ * with the step drawn as any float (the same truncation on both sides). */
+static void gen_norm(family *f)
+{
+    add2(f, "train_eval", inp(KILN_F32, S(3, 129), -3, 3), inp(KILN_F32, S(3, 129), -3, 3));
+    add2(f, "train_eval", inp(KILN_F64, S(17, 1), -3, 3), inp(KILN_F64, S(17, 1), -3, 3));
+    add2(f, "train_eval", inp(KILN_I32, S(7), -9, 9), inp(KILN_I32, S(7), -9, 9));
+    static const shp xs[] = {{4, {7, 3, 17, 1}}, {2, {129, 17}}, {3, {1, 7, 129}},
+                             {4, {3, 17, 3, 7}}, {2, {3, 1}}};
+    for (size_t k = 0; k < sizeof xs / sizeof xs[0]; k++) {
+        shp x = xs[k], c = xs[k];
+        for (int d = 0; d < c.rank; d++)
+            if (d != 1) c.d[d] = 1;
+        add1(f, "batchnorm_stats", inp(KILN_F32, x, -3, 3));
+        add_case(f, "batchnorm_apply", 4,
+                 (op_input[]){inp(KILN_F32, x, -3, 3), inp(KILN_F32, c, -1, 1),
+                              inp(KILN_F32, c, 0.1, 2), inp(KILN_F32, c, -1, 1)});
+        add3(f, "batchnorm_sums", inp(KILN_F32, x, -3, 3), inp(KILN_F32, x, -3, 3),
+             inp(KILN_F32, c, -1, 1));
+    }
+    add3(f, "batchnorm_sums", inp(KILN_F64, S(7, 3, 17), -3, 3), inp(KILN_F64, S(7, 3, 17), -3, 3),
+         inp(KILN_F64, S(1, 3, 1), -1, 1));
+    add1(f, "batchnorm_stats", inp(KILN_F32, S(17, 3, 7), 1000, 1001));
+    add1(f, "batchnorm_stats", inp(KILN_F64, S(7, 3, 17), -3, 3));
+    add_case(f, "batchnorm_apply", 4,
+             (op_input[]){inp(KILN_F64, S(7, 3, 17), -3, 3), inp(KILN_F64, S0, -1, 1),
+                          inp(KILN_F64, S(3, 1), 0.1, 2), inp(KILN_F64, S(17), -1, 1)});
+    static const shp ds[] = {{1, {129}}, {2, {3, 129}}, {2, {17, 1}}, {1, {7}}, {3, {7, 17, 3}}};
+    static const char *const ps[] = {"p=0.5", "p=0.1", "p=0.9", "p=0.5", "p=0.25"};
+    for (size_t k = 0; k < sizeof ds / sizeof ds[0]; k++) {
+        tcase *c = add2(f, "dropout", inp(KILN_F32, ds[k], -3, 3), inp(KILN_F32, S0, 0, 1000));
+        attr(f, c, "%s", ps[k]);
+        attr(f, c, "seed=%d", (int)(31 * k + 5));
+    }
+    tcase *c = add2(f, "dropout", inp(KILN_F64, S(17, 7), -3, 3), inp(KILN_I64, S0, 0, 1000));
+    attr(f, c, "p=0.5");
+}
+
+/* Pooling, upsampling, padding and their gradients (ir/ops_pool.c): odd
+ * sizes, 1x1 planes, kernels larger than the stride, padding, dilation,
+ * ceil_mode, windows large enough to loop over their candidates, ties
+ * (quantized inputs: max_pool2d_grad's first-maximum rule), bilinear both
+ * ways with and without align_corners, nearest by non-integer ratios. */
+static int64_t pool_out(int64_t L, int64_t k, int64_t s, int64_t p, int64_t d, int ceil_mode)
+{
+    int64_t o = (L + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0)) / s + 1;
+    if (ceil_mode && (o - 1) * s >= L + p) o--;
+    return o;
+}
+
+static void gen_pool(family *f)
+{
+    static const struct {
+        int64_t n, c, h, w, kh, kw, sh, sw, ph, pw, d;
+        int ceil_mode;
+    } win[] = {
+        {2, 3, 7, 7, 2, 2, 2, 2, 0, 0, 1, 0},     {1, 3, 17, 17, 3, 3, 2, 2, 1, 1, 1, 0},
+        {2, 1, 17, 129, 3, 3, 1, 1, 1, 1, 1, 0},  {1, 7, 7, 17, 2, 2, 2, 2, 0, 0, 1, 1},
+        {3, 1, 17, 17, 3, 3, 2, 2, 1, 1, 2, 0},   {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0},
+        {2, 3, 3, 7, 3, 2, 1, 2, 1, 1, 1, 1},     {1, 2, 17, 17, 9, 9, 1, 1, 4, 4, 1, 0},
+        {1, 2, 129, 3, 3, 3, 3, 3, 1, 0, 1, 1},   {1, 1, 17, 17, 17, 17, 17, 17, 0, 0, 1, 0},
+        {2, 2, 7, 129, 3, 5, 2, 3, 1, 2, 1, 1},
+    };
+    for (size_t k = 0; k < sizeof win / sizeof win[0]; k++) {
+        for (int avg = 0; avg < 2; avg++) {
+            if (avg && win[k].d > 1) continue;
+            int64_t oh = pool_out(win[k].h, win[k].kh, win[k].sh, win[k].ph, win[k].d,
+                                  win[k].ceil_mode);
+            int64_t ow = pool_out(win[k].w, win[k].kw, win[k].sw, win[k].pw, win[k].d,
+                                  win[k].ceil_mode);
+            shp xs = S(win[k].n, win[k].c, win[k].h, win[k].w);
+            shp ys = S(win[k].n, win[k].c, oh, ow);
+            const char *op = avg ? "avg_pool2d" : "max_pool2d";
+            for (int grad = 0; grad < 2; grad++) {
+                tcase *c;
+                if (!grad) c = add1(f, op, inp(KILN_F32, xs, -3, 3));
+                else if (avg) c = add1(f, "avg_pool2d_grad", inp(KILN_F32, ys, -3, 3));
+                else c = add2(f, "max_pool2d_grad", inp(KILN_F32, xs, -3, 3),
+                              inp(KILN_F32, ys, -3, 3));
+                c->quant = k % 2 == 0; /* ties */
+                attr(f, c, "kernel=[%lld,%lld]", (long long)win[k].kh, (long long)win[k].kw);
+                attr(f, c, "stride=[%lld,%lld]", (long long)win[k].sh, (long long)win[k].sw);
+                attr(f, c, "padding=[%lld,%lld]", (long long)win[k].ph, (long long)win[k].pw);
+                if (!avg) attr(f, c, "dilation=[%lld,%lld]", (long long)win[k].d,
+                               (long long)win[k].d);
+                attr(f, c, "ceil_mode=%d", win[k].ceil_mode);
+                if (avg) attr(f, c, "count_include_pad=%d", (int)(k % 3 != 1));
+                if (grad && avg) attr(f, c, "size=[%lld,%lld]", (long long)win[k].h,
+                                      (long long)win[k].w);
+            }
+        }
+    }
+    /* f64, and NaN / inf inside windows */
+    attr(f, add1(f, "max_pool2d", inp(KILN_F64, S(1, 3, 7, 17), -3, 3)), "kernel=[3]");
+    attr(f, add1(f, "avg_pool2d", inp(KILN_F64, S(1, 3, 7, 17), -3, 3)), "kernel=[3]");
+    attr(f, add1(f, "max_pool2d", inp_data(KILN_F32, S(1, 1, 1, 17), specials)), "kernel=[1,2]");
+    tcase *c = add2(f, "max_pool2d_grad", inp_data(KILN_F32, S(1, 1, 1, 17), specials),
+                    inp(KILN_F32, S(1, 1, 1, 8), -3, 3));
+    attr(f, c, "kernel=[1,2]");
+    c = add2(f, "max_pool2d_grad", inp_data(KILN_F32, S(1, 1, 1, 17), specials_rot),
+             inp(KILN_F32, S(1, 1, 1, 17), -3, 3));
+    attr(f, c, "kernel=[1,3]");
+    attr(f, c, "stride=[1]");
+    attr(f, c, "padding=[0,1]");
+
+    static const struct {
+        shp x;
+        int64_t oh, ow;
+    } ad[] = {{{4, {2, 3, 7, 7}}, 3, 3},     {{4, {1, 2, 17, 129}}, 1, 1},
+              {{4, {1, 3, 17, 17}}, 7, 5},   {{4, {1, 1, 3, 3}}, 7, 7},
+              {{4, {2, 1, 129, 1}}, 17, 1},  {{3, {3, 7, 17}}, 7, 17},
+              {{4, {1, 1, 3, 129}}, 2, 129}};
+    for (size_t k = 0; k < sizeof ad / sizeof ad[0]; k++) {
+        shp x = ad[k].x, y = x;
+        y.d[y.rank - 2] = ad[k].oh;
+        y.d[y.rank - 1] = ad[k].ow;
+        c = add1(f, "adaptive_avg_pool2d", inp(KILN_F32, x, -3, 3));
+        attr(f, c, "output_size=[%lld,%lld]", (long long)ad[k].oh, (long long)ad[k].ow);
+        c = add1(f, "adaptive_avg_pool2d_grad", inp(KILN_F32, y, -3, 3));
+        attr(f, c, "size=[%lld,%lld]", (long long)x.d[x.rank - 2], (long long)x.d[x.rank - 1]);
+    }
+
+    static const struct {
+        shp x;
+        int64_t scale, oh, ow; /* oh, ow: a size (scale 0) */
+        int mode, align;
+    } up[] = {{{4, {2, 3, 7, 7}}, 2, 0, 0, 0, 0},    {{4, {1, 2, 17, 17}}, 0, 7, 5, 0, 0},
+              {{4, {1, 1, 3, 129}}, 3, 0, 0, 0, 0},  {{4, {1, 3, 7, 17}}, 2, 0, 0, 1, 0},
+              {{4, {1, 2, 7, 7}}, 0, 17, 3, 1, 1},   {{4, {1, 1, 129, 17}}, 0, 7, 3, 1, 0},
+              {{4, {1, 1, 1, 1}}, 2, 0, 0, 1, 0},    {{4, {1, 2, 3, 7}}, 0, 17, 129, 0, 0},
+              {{3, {2, 7, 3}}, 0, 7, 3, 1, 1},       {{4, {1, 1, 5, 7}}, 0, 129, 17, 1, 0}};
+    for (size_t k = 0; k < sizeof up / sizeof up[0]; k++) {
+        shp x = up[k].x, y = x;
+        int r = x.rank;
+        y.d[r - 2] = up[k].scale ? x.d[r - 2] * up[k].scale : up[k].oh;
+        y.d[r - 1] = up[k].scale ? x.d[r - 1] * up[k].scale : up[k].ow;
+        c = add1(f, "upsample", inp(KILN_F32, x, -3, 3));
+        if (up[k].scale) attr(f, c, "scale=%lld", (long long)up[k].scale);
+        else attr(f, c, "size=[%lld,%lld]", (long long)up[k].oh, (long long)up[k].ow);
+        attr(f, c, "mode=%d", up[k].mode);
+        attr(f, c, "align_corners=%d", up[k].align);
+        c = add1(f, "upsample_grad", inp(KILN_F32, y, -3, 3));
+        attr(f, c, "size=[%lld,%lld]", (long long)x.d[r - 2], (long long)x.d[r - 1]);
+        attr(f, c, "scale=%lld", (long long)up[k].scale);
+        attr(f, c, "mode=%d", up[k].mode);
+        attr(f, c, "align_corners=%d", up[k].align);
+    }
+
+    static const struct {
+        shp x;
+        int n, mode;
+        int64_t p[4];
+    } pads[] = {{{4, {2, 3, 7, 7}}, 4, 0, {1, 1, 1, 1}},   {{4, {1, 1, 17, 129}}, 4, 0, {2, -1, 0, 3}},
+                {{4, {1, 3, 7, 17}}, 4, 1, {3, 2, 1, 6}},  {{2, {3, 129}}, 2, 0, {5, 0, 0, 0}},
+                {{4, {1, 1, 1, 1}}, 4, 0, {1, 2, 0, 0}},   {{3, {2, 17, 3}}, 2, 1, {2, 2, 0, 0}},
+                {{1, {17}}, 2, 0, {-3, 12, 0, 0}},         {{4, {1, 2, 7, 3}}, 4, 0, {11, 12, 9, 10}},
+                {{2, {2, 120}}, 2, 1, {4, 5, 0, 0}},       {{4, {1, 1, 7, 131}}, 4, 0, {-1, -1, 0, 0}}};
+    for (size_t k = 0; k < sizeof pads / sizeof pads[0]; k++) {
+        shp x = pads[k].x, y = x;
+        for (int i = 0; i < pads[k].n / 2; i++)
+            y.d[x.rank - 1 - i] += pads[k].p[2 * i] + pads[k].p[2 * i + 1];
+        char ps[96];
+        if (pads[k].n == 2)
+            snprintf(ps, sizeof ps, "pads=[%lld,%lld]", (long long)pads[k].p[0],
+                     (long long)pads[k].p[1]);
+        else
+            snprintf(ps, sizeof ps, "pads=[%lld,%lld,%lld,%lld]", (long long)pads[k].p[0],
+                     (long long)pads[k].p[1], (long long)pads[k].p[2], (long long)pads[k].p[3]);
+        c = add1(f, "pad", inp(KILN_F32, x, -3, 3));
+        attr(f, c, "%s", ps);
+        attr(f, c, "mode=%d", pads[k].mode);
+        if (k % 2) attr(f, c, "value=%g", 0.5 * (double)k);
+        c = add1(f, "pad_grad", inp(KILN_F32, y, -3, 3));
+        attr(f, c, "%s", ps);
+        attr(f, c, "mode=%d", pads[k].mode);
+    }
+}
+
+/* The conv family (ir/ops_conv.def) over the five sizes, through the GEMM
+ * route of passes/conv_lower.c (one group, a few groups) and the direct
+ * kernels (17 groups): stride, padding, dilation, output_padding, and dy or
+ * cols covering fewer positions than the convolution has. Inputs are
+ * positive, so the GEMM's f32 sums stay within the tolerance. */
+static void gen_conv(family *f)
+{
+    tcase *c = add_case(f, "conv2d", 3,
+                        (op_input[]){inp(KILN_F32, S(1, 3, 7, 129), 0, 1),
+                                     inp(KILN_F32, S(17, 3, 3, 3), 0, 1), inp(KILN_F32, S(17), 0, 1)});
+    attr(f, c, "padding=[1]");
+    c = add_case(f, "conv2d", 3,
+                 (op_input[]){inp(KILN_F32, S(3, 4, 7, 17), 0, 1), inp(KILN_F32, S(6, 2, 3, 3), 0, 1),
+                              inp(KILN_F32, S(6), 0, 1)});
+    attr(f, c, "groups=2");
+    attr(f, c, "stride=[2]");
+    c = add2(f, "conv2d", inp(KILN_F32, S(3, 17, 7, 7), 0, 1), inp(KILN_F32, S(17, 1, 3, 3), 0, 1));
+    attr(f, c, "groups=17");
+    attr(f, c, "padding=[1]");
+    c = add2(f, "conv2d", inp(KILN_F32, S(7, 3, 17, 1), 0, 1), inp(KILN_F32, S(129, 3, 1, 1), 0, 1));
+    c = add_case(f, "conv_transpose2d", 3,
+                 (op_input[]){inp(KILN_F32, S(1, 17, 3, 129), 0, 1),
+                              inp(KILN_F32, S(17, 3, 3, 3), 0, 1), inp(KILN_F32, S(3), 0, 1)});
+    attr(f, c, "stride=[2]");
+    attr(f, c, "padding=[1]");
+    c = add2(f, "conv_transpose2d", inp(KILN_F32, S(3, 4, 7, 5), 0, 1),
+             inp(KILN_F32, S(4, 1, 2, 3), 0, 1));
+    attr(f, c, "groups=2");
+    attr(f, c, "dilation=[1,2]");
+    attr(f, c, "output_padding=[1]");
+    c = add2(f, "conv_transpose2d", inp(KILN_F32, S(1, 17, 3, 3), 0, 1),
+             inp(KILN_F32, S(17, 1, 3, 3), 0, 1));
+    attr(f, c, "groups=17");
+    attr(f, c, "stride=[3]");
+    c = add2(f, "conv2d_grad_weight", inp(KILN_F32, S(1, 129, 3, 3), 0, 1),
+             inp(KILN_F32, S(1, 7, 1, 1), 0, 1));
+    attr(f, c, "kernel=[3]");
+    c = add2(f, "conv2d_grad_weight", inp(KILN_F32, S(3, 17, 7, 7), 0, 1),
+             inp(KILN_F32, S(3, 1, 7, 7), 0, 1));
+    attr(f, c, "kernel=[3]");
+    attr(f, c, "padding=[1]");
+    c = add2(f, "conv2d_grad_weight", inp(KILN_F32, S(1, 17, 7, 7), 0, 1),
+             inp(KILN_F32, S(1, 17, 2, 3), 0, 1));
+    attr(f, c, "kernel=[3,2]");
+    attr(f, c, "stride=[2]");
+    attr(f, c, "groups=17");
+    c = add1(f, "im2col", inp(KILN_F32, S(1, 3, 7, 129), -1, 1));
+    attr(f, c, "kernel=[3]");
+    attr(f, c, "padding=[1]");
+    c = add1(f, "im2col", inp(KILN_F32, S(17, 1, 3, 3), -1, 1));
+    attr(f, c, "kernel=[2]");
+    attr(f, c, "stride=[2]");
+    attr(f, c, "dilation=[1]");
+    c = add1(f, "col2im", inp(KILN_F32, S(27, 1, 7, 129), -1, 1));
+    attr(f, c, "size=[7,129]");
+    attr(f, c, "kernel=[3]");
+    attr(f, c, "padding=[1]");
+    c = add1(f, "col2im", inp(KILN_F32, S(4, 17, 3, 1), -1, 1));
+    attr(f, c, "size=[5,3]");
+    attr(f, c, "kernel=[2,1]");
+    attr(f, c, "dilation=[2]");
+}
+
 static const family_def FAMILIES[] = {
     {"gemm_tiles", gen_gemm_tiles, 0x3C6EF372FE94F82Bull},
     {"unary", gen_unary, 0x9E3779B97F4A7C15ull},
@@ -747,6 +995,9 @@ static const family_def FAMILIES[] = {
     {"matmul", gen_matmul, 0x8CB92BA72F3D8DD7ull},
     {"shape", gen_shape, 0xABC98388FB8FAC03ull},
     {"loss", gen_loss, 0x5851F42D4C957F2Dull},
+    {"norm", gen_norm, 0x2F0B2C1E6A8D4F93ull},
+    {"pool", gen_pool, 0x6A09E667F3BCC909ull},
+    {"conv", gen_conv, 0xBB67AE8584CAA73Bull},
 };
 
 /* ---- values ---- */
@@ -1019,6 +1270,12 @@ Test(codegen_ops, reduce) { run_named("reduce"); }
 Test(codegen_ops, matmul) { run_named("matmul"); }
 Test(codegen_ops, shape) { run_named("shape"); }
 Test(codegen_ops, loss) { run_named("loss"); }
+Test(codegen_ops, norm) { run_named("norm"); }
+Test(codegen_ops, norm_2_threads) { g_threads = 2; run_named("norm"); }
+Test(codegen_ops, pool) { run_named("pool"); }
+Test(codegen_ops, pool_2_threads) { g_threads = 2; run_named("pool"); }
+Test(codegen_ops, conv) { run_named("conv"); }
+Test(codegen_ops, conv_1_thread) { g_threads = 1; run_named("conv"); }
 /* the same with every kernel on one thread, and on two */
 Test(codegen_ops, gemm_tiles_1_thread) { g_threads = 1; run_named("gemm_tiles"); }
 Test(codegen_ops, gemm_tiles_2_threads) { g_threads = 2; run_named("gemm_tiles"); }

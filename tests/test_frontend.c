@@ -486,9 +486,10 @@ Test(frontend, error_unknown_op)
               "t.kiln:3:5: error: unknown op or layer 'rleu' (did you mean 'relu'?)\n"
               "h = rleu(x)\n"
               "    ^\n");
-    parse_bad("model m\ninput x: f32[B, 4]\nh = conv9d(x)\n", 2, KILN_ERR_NOT_FOUND,
-              "t.kiln:3:5: error: unknown op or layer 'conv9d'\n"
-              "h = conv9d(x)\n"
+    /* nothing close: no suggestion (conv9d would now suggest conv2d) */
+    parse_bad("model m\ninput x: f32[B, 4]\nh = frobnicate(x)\n", 2, KILN_ERR_NOT_FOUND,
+              "t.kiln:3:5: error: unknown op or layer 'frobnicate'\n"
+              "h = frobnicate(x)\n"
               "    ^\n");
 }
 
@@ -710,7 +711,8 @@ Test(frontend, error_roles)
               "       ^\n");
     parse_bad("model m\ninput x: f32[B, 4]\ntarget y: i32[B]\nmetric acc(x, y)\n", 2,
               KILN_ERR_NOT_FOUND,
-              "t.kiln:4:8: error: unknown metric 'acc'; the metrics are: accuracy\n"
+              "t.kiln:4:8: error: unknown metric 'acc'; the metrics are: accuracy, "
+              "accuracy_thresh, fbeta, mean_iou, dice, rmse\n"
               "metric acc(x, y)\n"
               "       ^\n");
 }

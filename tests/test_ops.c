@@ -26,6 +26,9 @@ static const family families[] = {
     {kiln_opcases_matmul, &kiln_nopcases_matmul},
     {kiln_opcases_shape, &kiln_nopcases_shape},
     {kiln_opcases_loss, &kiln_nopcases_loss},
+    {kiln_opcases_conv, &kiln_nopcases_conv},
+    {kiln_opcases_norm, &kiln_nopcases_norm},
+    {kiln_opcases_pool, &kiln_nopcases_pool},
 };
 
 static int total_cases(void)

@@ -1,13 +1,16 @@
-/* tools/aot.c — `kiln compile --emit exe|lib|c --weights W -o NAME` (the
- * artifacts of kiln/aot.h) and `kiln predict`: the same classification
- * through the in-process compiled program, printed exactly as the compiled
- * executable prints it (codegen/aot_main.c.in: same reading, normalisation,
+/* tools/aot.c — `kiln compile --emit exe|lib|obj|c --weights W -o NAME
+ * [--backend c|llvm] [--target T] [--cpu CPU]` (the artifacts of kiln/aot.h)
+ * and `kiln predict`: the same classification through the in-process
+ * compiled program, printed exactly as the compiled executable prints it
+ * (codegen/aot_input.c.in, included below: the same reading, normalisation,
  * softmax and format), for comparison. */
 #include "tools/cli.h"
 #include "kiln/aot.h"
 
 #include <errno.h>
 #include <math.h>
+#include <png.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -17,15 +20,20 @@ int cmd_aot(const cli *c)
     kiln_aot_options o = kiln_aot_defaults();
     if (!strcmp(c->emit, "exe")) o.emit = KILN_AOT_EXE;
     else if (!strcmp(c->emit, "lib")) o.emit = KILN_AOT_LIB;
+    else if (!strcmp(c->emit, "obj")) o.emit = KILN_AOT_OBJ;
     else o.emit = KILN_AOT_C;
     if (!c->out) {
         fprintf(stderr, "kiln compile: --emit %s needs -o NAME\n", c->emit);
         return EXIT_USAGE;
     }
-    if (c->target) {
-        kiln_compile_options co;
-        if (!cli_compile_options(c, &co)) return EXIT_USAGE;
+    if (c->backend && !strcmp(c->backend, "llvm")) {
+        o.backend = KILN_BACKEND_LLVM;
+    } else if (c->backend && strcmp(c->backend, "c")) {
+        fprintf(stderr, "kiln compile: --emit %s builds with --backend c or llvm, not '%s'\n",
+                c->emit, c->backend);
+        return EXIT_USAGE;
     }
+    o.cpu = c->cpu;
     o.out = c->out;
     o.weights = c->weights;
     o.model = c->model;
@@ -48,191 +56,16 @@ int cmd_aot(const cli *c)
 
 /* ---- predict: what the generated main does, through kiln_program ---- */
 
-typedef struct images {
-    float *x;
-    int64_t n;
-} images;
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcmp(s + a - b, suffix);
-}
-
-static unsigned char *slurp(const char *path, size_t *len, char *err, size_t errlen)
-{
-    size_t cap = 1 << 20, n = 0;
-    unsigned char *buf = malloc(cap);
-    if (!buf) return NULL;
-    gzFile f = gzopen(path, "rb");
-    if (!f) {
-        free(buf);
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    for (;;) {
-        if (n == cap) {
-            unsigned char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-        }
-        int r = gzread(f, buf + n, (unsigned)(cap - n > (1u << 30) ? (1u << 30) : cap - n));
-        if (r < 0) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    gzclose(f);
-    if (!buf) {
-        snprintf(err, errlen, "%s: read error (a broken gzip stream?)", path);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-static int read_images(const char *path, int64_t in_numel, images *im, char *err, size_t errlen)
-{
-    size_t len = 0;
-    unsigned char *b = slurp(path, &len, err, errlen);
-    if (!b) return 2;
-    const unsigned char *data = b;
-    size_t count = 0;
-    int u8 = 0;
-    if (len >= 16 && b[0] == 0 && b[1] == 0 && b[2] == 8 && b[3] == 3) {
-        uint64_t dims[3];
-        for (int d = 0; d < 3; d++)
-            dims[d] = (uint64_t)b[4 + 4 * d] << 24 | (uint64_t)b[5 + 4 * d] << 16 |
-                      (uint64_t)b[6 + 4 * d] << 8 | b[7 + 4 * d];
-        if (dims[1] * dims[2] != (uint64_t)in_numel) {
-            snprintf(err, errlen, "%s: images of %llux%llu pixels; the model takes %d values per "
-                     "sample", path, (unsigned long long)dims[1], (unsigned long long)dims[2],
-                     (int)in_numel);
-            free(b);
-            return 2;
-        }
-        if (len - 16 != dims[0] * dims[1] * dims[2]) {
-            snprintf(err, errlen, "%s: the header says %llu images but the file holds %zu bytes of "
-                     "pixels", path, (unsigned long long)dims[0], len - 16);
-            free(b);
-            return 2;
-        }
-        data = b + 16;
-        count = len - 16;
-        u8 = 1;
-    } else if (ends_with(path, ".npy")) {
-        if (len < 10 || memcmp(b, "\x93NUMPY", 6)) {
-            snprintf(err, errlen, "%s: not a .npy file", path);
-            free(b);
-            return 2;
-        }
-        size_t hl = b[6] == 1 ? (size_t)b[8] | (size_t)b[9] << 8
-                  : len >= 12 ? (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 |
-                                (size_t)b[11] << 24 : 0;
-        size_t ho = b[6] == 1 ? 10 : 12;
-        if (!hl || hl > len - ho) {
-            snprintf(err, errlen, "%s: truncated .npy header", path);
-            free(b);
-            return 2;
-        }
-        char hdr[1024];
-        size_t hn = hl < sizeof hdr - 1 ? hl : sizeof hdr - 1;
-        memcpy(hdr, b + ho, hn);
-        hdr[hn] = 0;
-        if (strstr(hdr, "'fortran_order': True")) {
-            snprintf(err, errlen, "%s: Fortran-order arrays are not supported", path);
-            free(b);
-            return 2;
-        }
-        if (strstr(hdr, "'|u1'") || strstr(hdr, "'<u1'")) u8 = 1;
-        else if (!strstr(hdr, "'<f4'")) {
-            snprintf(err, errlen, "%s: the array must be uint8 or little-endian float32", path);
-            free(b);
-            return 2;
-        }
-        data = b + ho + hl;
-        count = (len - ho - hl) / (u8 ? 1 : 4);
-    } else {
-        data = b;
-        count = len / 4;
-        if (len % 4) count = 0;
-    }
-    if (!count || count % (size_t)in_numel) {
-        snprintf(err, errlen, "%s: %zu values, not a whole number of samples of %d values", path,
-                 count, (int)in_numel);
-        free(b);
-        return 2;
-    }
-    int64_t n = (int64_t)(count / (size_t)in_numel);
-    float *x = realloc(im->x, (size_t)(im->n + n) * (size_t)in_numel * sizeof *x);
-    if (!x) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        free(b);
-        return 2;
-    }
-    im->x = x;
-    float *dst = x + (size_t)im->n * (size_t)in_numel;
-    const float mean = KILN_FASHION_MNIST_MEAN, std = KILN_FASHION_MNIST_STD;
-    for (size_t k = 0; k < count; k++) {
-        float v;
-        if (u8) v = (float)data[k] / 255.0f;
-        else memcpy(&v, data + 4 * k, 4);
-        dst[k] = (v - mean) / std;
-    }
-    im->n += n;
-    free(b);
-    return 0;
-}
-
-static void print_sample(int64_t index, const float *logits, int classes, int k, int json,
-                         int first, int *order, double *prob)
-{
-    double mx = logits[0], sum = 0.0;
-    for (int c = 1; c < classes; c++)
-        if (logits[c] > mx) mx = logits[c];
-    for (int c = 0; c < classes; c++) sum += prob[c] = exp((double)logits[c] - mx);
-    for (int c = 0; c < classes; c++) prob[c] /= sum;
-    int want = k > 0 ? (k < classes ? k : classes) : 1;
-    for (int r = 0; r < want; r++) {
-        int best = -1;
-        for (int c = 0; c < classes; c++) {
-            int used = 0;
-            for (int q = 0; q < r; q++) used |= order[q] == c;
-            if (!used && (best < 0 || logits[c] > logits[best])) best = c;
-        }
-        order[r] = best;
-    }
-    if (json) {
-        printf("%s  {\"index\": %lld, \"class\": %d", first ? "" : ",\n", (long long)index,
-               order[0]);
-        if (k > 0) {
-            printf(", \"top\": [");
-            for (int r = 0; r < want; r++)
-                printf("%s{\"class\": %d, \"prob\": %.6f}", r ? ", " : "", order[r],
-                       prob[order[r]]);
-            printf("]");
-        }
-        printf("}");
-    } else if (k > 0) {
-        printf("%lld", (long long)index);
-        for (int r = 0; r < want; r++) printf(" %d:%.6f", order[r], prob[order[r]]);
-        printf("\n");
-    } else {
-        printf("%lld %d\n", (long long)index, order[0]);
-    }
-}
+/* The executable's input readers and printing, the same text
+ * (codegen/aot_input.c.in), with gzip and PNG input. */
+#define KILN_AOT_ZLIB 1
+#define KILN_AOT_PNG 1
+#include "codegen/aot_input.c.in"
 
 static int predict_usage(void)
 {
     fprintf(stderr, "usage: kiln predict MODEL --weights W.safetensors INPUTS... [--topk K] "
-            "[--json] [--limit N] [--bs N] [--threads N]\n");
+            "[--json] [--limit N] [--bs N] [--threads N] [--backend c|llvm|ref]\n");
     return EXIT_USAGE;
 }
 
@@ -251,15 +84,16 @@ int cmd_predict(int argc, char **argv)
         if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--weights") || !strcmp(a, "--topk") || !strcmp(a, "--limit") ||
-                   !strcmp(a, "--bs") || !strcmp(a, "--threads")) {
+                   !strcmp(a, "--bs") || !strcmp(a, "--threads") || !strcmp(a, "--backend")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "kiln predict: %s needs a value\n", a);
                 free(inputs);
                 return EXIT_USAGE;
             }
             const char *v = argv[++i];
-            if (!strcmp(a, "--weights")) {
-                c.weights = v;
+            if (!strcmp(a, "--weights") || !strcmp(a, "--backend")) {
+                if (a[2] == 'w') c.weights = v;
+                else c.backend = v;
                 continue;
             }
             char *end = NULL;
@@ -291,7 +125,7 @@ int cmd_predict(int argc, char **argv)
     kiln_compile_options co;
     kiln_graph *fwd = NULL;
     kiln_program *p = NULL;
-    images im = {NULL, 0};
+    kiln_in_images im = {NULL, 0};
     float *batch = NULL, *logits = NULL;
     int *order = NULL;
     double *prob = NULL;
@@ -329,10 +163,13 @@ int cmd_predict(int argc, char **argv)
         rc = EXIT_USAGE;
         goto done;
     }
-    int64_t B = in.shape[0], in_numel = (int64_t)(in.bytes / 4) / B;
+    int64_t B = in.shape[0];
+    kiln_in_spec spec;
+    kiln_in_make_spec(&spec, in.rank, in.shape, KILN_FASHION_MNIST_MEAN, KILN_FASHION_MNIST_STD);
+    int64_t in_numel = spec.numel;
     int classes = (int)out.shape[1];
     for (int i = 0; i < ninputs; i++)
-        if (read_images(inputs[i], in_numel, &im, msg, sizeof msg)) {
+        if (kiln_in_read(inputs[i], &spec, &im, msg, sizeof msg)) {
             fprintf(stderr, "kiln predict: %s\n", msg);
             rc = EXIT_USAGE;
             goto done;
@@ -361,8 +198,8 @@ int cmd_predict(int argc, char **argv)
             goto done;
         }
         for (int64_t j = 0; j < m; j++)
-            print_sample(s + j, logits + (size_t)j * (size_t)classes, classes, (int)topk, json,
-                         s + j == 0, order, prob);
+            kiln_in_print(s + j, logits + (size_t)j * (size_t)classes, classes, (int)topk, json,
+                          s + j == 0, order, prob);
     }
     if (json) printf("%s]\n", total ? "\n" : "");
 done:

@@ -10,6 +10,10 @@
  *                                                     (kiln_gemm_tune) for each shape first
  *   kiln bench eltwise [--size N] [--threads N]      relu(x * a + 0.5) * 2 over N floats
  *   kiln bench step MODEL [--bs N] [--steps N] [--threads N]   train_step of a model
+ *   kiln bench compile MODEL [--bs N]                compile times, phase by phase
+ *   kiln bench kernel MODEL [NAME] [--backend c|llvm] one generated kernel, called by name
+ *                                                     through libffi (no NAME: the list);
+ *                                                     both in tools/bench_kernel.c
  *
  * Common: --repeats N (default 5), --threads N (default: one per core),
  * --json (one JSON object per line per measurement instead of the table),
@@ -56,6 +60,7 @@
  * Exit status: 0 success, 1 a failed run (compile or run error), 2 bad usage
  * or bad input.
  */
+#include "tools/bench.h"
 #include "tools/cli.h"
 
 #include "codegen/codegen.h"
@@ -100,6 +105,8 @@ static const char bench_usage[] =
     "  eltwise  relu(x * a + 0.5) * 2 (GB/s)              [--size N floats] [--threads N]\n"
     "  step     a model's train_step                     MODEL [--bs N] [--steps N] [--threads N]\n"
     "  compile  compile times: C cold, C warm, LLVM      MODEL [--bs N]\n"
+    "  kernel   one generated kernel, called by name     MODEL [NAME] [--bs N]\n"
+    "           (no NAME: list them)                     [--backend c|llvm]\n"
     "  common   --repeats N (5)  --json  --no-ref  -v\n";
 
 static int usage_error(const char *sub, const char *fmt, const char *arg)
@@ -152,7 +159,7 @@ static int parse_args(int argc, char **argv, bopts *o)
     else if (!strcmp(o->sub, "compile")) allowed = "--bs --batch";
     else {
         fprintf(stderr, "kiln bench: unknown benchmark '%s' (peak, stream, gemm, eltwise, step, "
-                        "compile)\n",
+                        "compile, kernel)\n",
                 o->sub);
         return EXIT_USAGE;
     }
@@ -225,13 +232,10 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* A measured call: returns 0, or nonzero on failure (the callee reports). */
-typedef int (*call_fn)(void *ctx);
-
 /* Warms up with one call, then times `repeats` repeats of `inner` calls
  * each (inner from the warm-up, so a repeat lasts REPEAT_SECONDS); seconds
  * per call: minimum and median over the repeats. */
-static int time_calls(call_fn fn, void *ctx, int repeats, double *tmin, double *tmed)
+int time_calls(call_fn fn, void *ctx, int repeats, double *tmin, double *tmed)
 {
     double t0 = now();
     if (fn(ctx)) return -1;
@@ -680,7 +684,7 @@ static uint64_t rng_next(uint64_t *s)
 /* Uniform in [-1, 1). */
 static float rng_sym(uint64_t *s) { return (float)((double)(rng_next(s) >> 40) * 0x1p-23 - 1.0); }
 
-static void fill_random(void *data, kiln_dtype t, size_t n, uint64_t *s, int64_t classes)
+void fill_random(void *data, kiln_dtype t, size_t n, uint64_t *s, int64_t classes)
 {
     for (size_t i = 0; i < n; i++) {
         switch (t) {
@@ -1057,7 +1061,7 @@ out:
 /* The class count for a target: the last axis of the float tensor that the
  * target is compared with (the logits of cross_entropy or accuracy); 0 when
  * no node reads it that way. */
-static int64_t label_classes(const kiln_graph *g, const char *target)
+int64_t label_classes(const kiln_graph *g, const char *target)
 {
     kiln_value t = kiln_graph_find(g, target);
     if (t < 0) return 0;
@@ -1101,73 +1105,14 @@ static int step_call(void *ctx)
     return 0;
 }
 
-/* Removes a compile cache made for one measurement (files only). */
-static void remove_cache_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[4096];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* kiln bench compile MODEL: the time to compile the model's programs (train,
  * eval, forward) with the C backend from an empty cache and again from the
- * warm cache, and with the LLVM backend in process when kiln has it. */
+ * warm cache, and with the LLVM backend in process when kiln has it, phase
+ * by phase (tools/bench_kernel.c, also `kiln info --timings`). */
 static int bench_compile(const bopts *o)
 {
-    cli c;
-    memset(&c, 0, sizeof c);
-    c.cmd = "bench compile";
-    c.model = o->model;
-    c.threads = o->threads;
-    kiln_compile_options co;
-    if (!cli_compile_options(&c, &co)) return EXIT_USAGE;
-    kiln_graph *g = cli_load_model(&c, o->bs);
-    if (!g) return EXIT_USAGE;
-    char dir[] = "/tmp/kiln-bench-compile-XXXXXX";
-    if (!mkdtemp(dir)) {
-        fprintf(stderr, "kiln bench compile: cannot make a temporary cache: %s\n", strerror(errno));
-        kiln_graph_free(g);
-        return EXIT_RUN;
-    }
-    static const char *const what[3] = {"C cold", "C warm", "LLVM in process"};
-    int rc = 0;
-    if (!o->json) printf("%-8s %-36s %12s\n", "name", "backend", "seconds");
-    for (int k = 0; k < 3 && !rc; k++) {
-        if (k == 2 && !kiln_llvm_available()) {
-            if (!o->json) printf("compile  %-36s %12s\n", what[k], "(no LLVM)");
-            break;
-        }
-        co.backend = k == 2 ? KILN_BACKEND_LLVM : KILN_BACKEND_C;
-        co.cache_dir = dir;
-        kiln_program *p = compile_graph(o, g, &co);
-        if (!p) {
-            rc = EXIT_RUN;
-            break;
-        }
-        kiln_program_stats st;
-        kiln_program_stats_get(p, &st);
-        if (o->json)
-            printf("{\"name\":\"compile\",\"shape\":\"%s bs %lld\",\"backend\":\"%s\","
-                   "\"threads\":%d,\"seconds_min\":%.6f,\"seconds_median\":%.6f,\"cached\":%d}\n",
-                   o->model, (long long)o->bs, what[k], st.threads, st.compile_seconds,
-                   st.compile_seconds, st.cached);
-        else
-            printf("compile  %-36s %12.3f%s\n", what[k], st.compile_seconds,
-                   st.cached ? "  (cache hit)" : "");
-        kiln_program_free(p);
-    }
-    remove_cache_dir(dir);
-    kiln_graph_free(g);
-    return rc;
+    return compile_timings_report("bench compile", o->model, o->bs, o->threads, "both", true,
+                                  o->json, o->verbose);
 }
 
 static int bench_step(const bopts *o)
@@ -1263,6 +1208,7 @@ int cmd_bench(int argc, char **argv)
             fputs(bench_usage, stdout);
             return 0;
         }
+    if (argc > 2 && !strcmp(argv[2], "kernel")) return cmd_bench_kernel(argc, argv);
     bopts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;

@@ -15,11 +15,25 @@ typedef struct cli {
     const char *program, *emit, *print_after, *opt, *backend, *schedule;
     const char *target; /* --target NAME: the C backend's ISA (NULL: the host) */
     const char *weights; /* --weights FILE.safetensors: compile --emit exe|lib|c */
+    const char *cpu;     /* --cpu NAME: compile --emit exe|lib|obj|c (LLVM's CPU names) */
     int64_t batch, epochs, limit;
     int64_t threads; /* --threads N; 0: one per core */
     double lr, wd;
     uint64_t seed;
     int nesterov, verbose;
+    int timings; /* info --timings: compile times per phase (tools/bench_kernel.c) */
+    int64_t size; /* --size N: image data sets resized to N x N (0: the first image's) */
+    int augment;  /* --augment: augment the training images (flip, crop, rotate, zoom) */
+    /* Progressive resizing: --sizes 32,64 trains fit_one_cycle(epoch_list[k]) at
+     * size sizes[k] (the model's `dim S` and the images), carrying the weights and
+     * optimizer state from one size to the next; --epochs 3,2 gives one count per
+     * size (one count: the same for every size). */
+    const char *sizes;
+    int64_t epoch_list[16];
+    int nepochs;
+    const char *dim;  /* --dim NAME=V[,NAME=V]: values of the model's `dim` statements */
+    int64_t dim_s;    /* the size of the current stage of --sizes (0: none) */
+    int stage;        /* its index: stages after the first append to --history */
     bool lr_set, wd_set;
 } cli;
 
@@ -40,5 +54,7 @@ int cmd_aot(const cli *c);
 int cmd_predict(int argc, char **argv);
 /* `kiln bench ...` (tools/bench.c): parses its own arguments, argv[2] on. */
 int cmd_bench(int argc, char **argv);
+/* `kiln data make KIND OUTDIR ...` (tools/data.c): parses its own arguments. */
+int cmd_data(int argc, char **argv);
 
 #endif

@@ -1,5 +1,6 @@
 /* tools/compile.c — `kiln compile` (graph IR or generated C), `kiln check`
- * and `kiln info`. */
+ * and `kiln info` (with --timings: compile times, tools/bench_kernel.c). */
+#include "tools/bench.h"
 #include "tools/cli.h"
 
 #include <errno.h>
@@ -25,9 +26,14 @@ static const char *const known_passes[] = {"parse",    "autodiff", "optimizer", 
 int cmd_compile(const cli *c, bool check_only)
 {
     const char *emit = c->emit ? c->emit : "ir";
-    if (!check_only && (!strcmp(emit, "exe") || !strcmp(emit, "lib") ||
-                        (!strcmp(emit, "c") && c->weights)))
+    if (!check_only && (!strcmp(emit, "exe") || !strcmp(emit, "lib") || !strcmp(emit, "obj") ||
+                        (!strcmp(emit, "c") && (c->weights || c->cpu ||
+                                                (c->target && strchr(c->target, '-'))))))
         return cmd_aot(c); /* ahead-of-time artifacts (tools/aot.c) */
+    if (c->cpu) {
+        fprintf(stderr, "kiln compile: --cpu is for --emit exe|lib|obj|c artifacts\n");
+        return EXIT_USAGE;
+    }
     if (strcmp(emit, "ir") && strcmp(emit, "c")) {
         fprintf(stderr, "kiln compile: unknown --emit '%s' (ir, c)\n", emit);
         return EXIT_USAGE;
@@ -104,7 +110,15 @@ static void print_bytes(const char *what, size_t b)
 int cmd_info(const cli *c)
 {
     kiln_compile_options co;
-    if (!cli_compile_options(c, &co)) return EXIT_USAGE;
+    cli plan_cli = *c;
+    if (c->timings) plan_cli.backend = NULL; /* --backend c|llvm|both: which compile times */
+    if (c->timings && c->backend && strcmp(c->backend, "c") && strcmp(c->backend, "llvm") &&
+        strcmp(c->backend, "both")) {
+        fprintf(stderr, "kiln info: unknown backend '%s' for --timings (c, llvm, both)\n",
+                c->backend);
+        return EXIT_USAGE;
+    }
+    if (!cli_compile_options(&plan_cli, &co)) return EXIT_USAGE;
     /* Sizes and flops do not depend on the backend; the reference backend
      * needs no C compiler. */
     co.backend = KILN_BACKEND_REF;
@@ -155,7 +169,26 @@ int cmd_info(const cli *c)
         printf("    %-8s %-32s %s[%s]\n", kiln_role_name(t.role), t.name, kiln_dtype_name(t.dtype),
                shape);
     }
+    /* the kernels by name (kiln_program_call; kiln bench kernel MODEL NAME) */
+    char *kernels = kiln_plan_kernels(fwd, &co, &err);
+    bool listed = kernels != NULL;
+    if (kernels) {
+        printf("  kernels (entry, index, name: kiln bench kernel MODEL NAME times one):\n");
+        for (const char *line = kernels; *line;) {
+            size_t n = strcspn(line, "\n");
+            printf("    %.*s\n", (int)n, line);
+            line += n + (line[n] == '\n');
+        }
+    } else {
+        fprintf(stderr, "kiln info: %s\n", err ? err : "cannot list the kernels");
+    }
+    free(kernels);
+    free(err);
     kiln_program_free(p);
     kiln_graph_free(fwd);
+    if (!listed) return EXIT_RUN;
+    if (c->timings)
+        return compile_timings_report("info", c->model, c->batch, (int)c->threads,
+                                      c->backend ? c->backend : "both", false, false, c->verbose);
     return 0;
 }

@@ -8,12 +8,15 @@
  *   kiln compile MODEL  [--bs N] [--emit ir|c] [--program forward|train|eval]
  *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
  *                       [--target NAME]
- *   kiln compile MODEL  --weights W.safetensors -o NAME --emit exe|lib|c [--bs N] [--target T]
+ *   kiln compile MODEL  --weights W.safetensors -o NAME --emit exe|lib|obj|c [--bs N]
+ *                       [--backend c|llvm] [--target T|TRIPLE] [--cpu CPU]
  *                       (ahead-of-time artifacts, tools/aot.c)
  *   kiln predict MODEL  --weights W.safetensors INPUTS... [--topk K] [--json] [--limit N]
- *   kiln info MODEL     [--bs N] [--threads N]
+ *   kiln info MODEL     [--bs N] [--threads N] [--timings [--backend c|llvm|both]]
  *   kiln check MODEL    [--bs N]
  *   kiln bench peak|stream|gemm|eltwise|step MODEL [options]   (tools/bench.c)
+ *   kiln data make KIND OUTDIR [--n-train N] [--n-valid N] [--seed S] [--size S]
+ *                       [--data DIR] [--force]                   (tools/data.c)
  *
  * Every failure prints one message naming the place and the fix; kiln never
  * crashes on bad input. Exit status: 0 success, 1 failed run, 2 bad usage or
@@ -33,12 +36,15 @@ static const char usage_text[] =
     "  lr-find   sweep the learning rate from 1e-7 to 10 and suggest one\n"
     "  compile   print the program's graph IR (--emit ir) or generated C (--emit c)\n"
     "  predict   classify images with a checkpoint (as a compiled --emit exe prints)\n"
-    "  info      parameters, flops per step, memory sizes\n"
+    "  info      parameters, flops per step, memory sizes, kernels (--timings: compile times)\n"
     "  check     parse and build the model, report errors\n"
     "  bench     benchmarks: peak, stream, gemm, eltwise, step MODEL (kiln bench --help)\n"
+    "  data      make KIND OUTDIR: example data sets from Fashion-MNIST (kiln data --help)\n"
     "\n"
     "options:\n"
     "  --data DIR          folder with the idx files (default: Debian's dataset-fashion-mnist)\n"
+    "                      or images: train/CLASS/*.png, or labels.csv, codes.txt or\n"
+    "                      points.csv with images/ and valid.txt (fastai's layouts)\n"
     "  --epochs N          epochs to train (default 5)\n"
     "  --lr X              max learning rate of one-cycle, or the constant rate (default 2e-3)\n"
     "  --bs N              batch size B (default 64)\n"
@@ -55,20 +61,28 @@ static const char usage_text[] =
     "  --load FILE         start from a checkpoint (resumes its step and epoch)\n"
     "  --history FILE      append per-epoch rows in fastai's CSVLogger format\n"
     "  --limit N           use only the first N training and validation samples\n"
+    "  --size N            image data sets: resize every image to N x N\n"
+    "  --augment           image data sets: flip, crop, rotate and zoom training images\n"
     "  --plot FILE.svg     lr-find: write the loss against lr plot\n"
     "  --emit ir|c         compile: what to print\n"
     "  --program P         compile: forward, train (default with a loss) or eval\n"
     "  --print-after PASS  compile: print the IR after a pass: parse, autodiff, optimizer,\n"
     "                      simplify, cse, dce or all\n"
     "  -o FILE             compile: write to FILE instead of stdout\n"
-    "  --emit exe|lib|c    compile with --weights W -o NAME: a standalone executable NAME,\n"
-    "                      NAME.o + NAME.h, or NAME.c + NAME.h; and NAME.weights\n"
+    "  --emit exe|lib|obj|c  compile with --weights W -o NAME: a standalone executable NAME,\n"
+    "                      NAME.o + NAME.h (lib; obj: weights optional), or NAME.c + NAME.h;\n"
+    "                      and NAME.weights; --backend c|llvm builds the kernels\n"
+    "  --target TRIPLE     compile --emit exe|lib|obj|c: also a triple (x86_64-linux-gnu,\n"
+    "  --cpu CPU           aarch64-linux-gnu) and a CPU (haswell, x86-64, ...); other\n"
+    "                      architectures: --emit c (C) or --emit obj (LLVM) only\n"
+    "  --timings           info: compile times per phase from an empty cache, for the\n"
+    "                      backends --backend c|llvm|both (default both)\n"
     "  -v, --verbose       print the C compiler command and timings\n";
 
 static void usage(FILE *f) { fputs(usage_text, f); }
 
 /* Option table: name, whether it takes a value, and where it goes. */
-typedef enum { O_STR, O_INT, O_F64, O_FLAG } okind;
+typedef enum { O_STR, O_INT, O_F64, O_FLAG, O_INTS } okind;
 typedef struct opt_row {
     const char *name;
     okind kind;
@@ -87,11 +101,15 @@ static const opt_row opts[] = {
     {"--opt", O_STR, OFF(opt), 0},           {"--optimizer", O_STR, OFF(opt), 0},
     {"--backend", O_STR, OFF(backend), 0},   {"--schedule", O_STR, OFF(schedule), 0},
     {"--bs", O_INT, OFF(batch), 0},          {"--batch", O_INT, OFF(batch), 0},
-    {"--epochs", O_INT, OFF(epochs), 0},     {"--limit", O_INT, OFF(limit), 0},
+    {"--epochs", O_INTS, OFF(epochs), 0},     {"--limit", O_INT, OFF(limit), 0},
+    {"--size", O_INT, OFF(size), 0},         {"--augment", O_FLAG, OFF(augment), 0},
     {"--threads", O_INT, OFF(threads), 0},   {"--target", O_STR, OFF(target), 0},
+    {"--cpu", O_STR, OFF(cpu), 0},
     {"--seed", O_INT, OFF(seed), 0},         {"--lr", O_F64, OFF(lr), OFF(lr_set)},
     {"--wd", O_F64, OFF(wd), OFF(wd_set)},   {"--nesterov", O_FLAG, OFF(nesterov), 0},
     {"--verbose", O_FLAG, OFF(verbose), 0},  {"-v", O_FLAG, OFF(verbose), 0},
+    {"--timings", O_FLAG, OFF(timings), 0},
+    {"--sizes", O_STR, OFF(sizes), 0},       {"--dim", O_STR, OFF(dim), 0},
 };
 
 /* Whether `name` is a word of the space-separated list `allowed`. */
@@ -135,6 +153,20 @@ bool cli_parse(int argc, char **argv, cli *c, const char *allowed)
         char *end = NULL;
         if (o->kind == O_STR) {
             *(const char **)(base + o->off) = v;
+        } else if (o->kind == O_INTS) { /* --epochs 5, or 3,2 with --sizes */
+            c->nepochs = 0;
+            for (const char *p = v;; p = end + 1) {
+                long long x = strtoll(p, &end, 10);
+                if (end == p || x <= 0 || (*end && *end != ',') ||
+                    c->nepochs == (int)(sizeof c->epoch_list / sizeof c->epoch_list[0])) {
+                    fprintf(stderr, "kiln %s: %s wants a positive integer, or a list like 3,2 "
+                            "(one per --sizes entry), got '%s'\n", c->cmd, a, v);
+                    return false;
+                }
+                c->epoch_list[c->nepochs++] = x;
+                if (!*end) break;
+            }
+            c->epochs = c->epoch_list[0];
         } else if (o->kind == O_INT) {
             long long x = strtoll(v, &end, 10);
             /* --seed 0 is a seed; --threads 0 means one thread per core */
@@ -168,7 +200,28 @@ kiln_graph *cli_load_model(const cli *c, int64_t batch)
 {
     kiln_graph *g = NULL;
     char *err = NULL;
-    if (kiln_model_load(c->model, batch, &g, &err)) {
+    /* --dim NAME=V,... and the current size of --sizes (the model's dim S) */
+    kiln_dim dims[9];
+    char names[8][64];
+    int nd = 0;
+    for (const char *p = c->dim; p && *p && nd < 8;) {
+        const char *eq = strchr(p, '='), *comma = strchr(p, ',');
+        char *end = NULL;
+        long long v = eq ? strtoll(eq + 1, &end, 10) : 0;
+        if (!eq || eq == p || (size_t)(eq - p) >= sizeof names[0] || (comma && comma < eq) ||
+            end == eq + 1 || (*end && *end != ',')) {
+            fprintf(stderr, "kiln %s: --dim wants NAME=VALUE[,NAME=VALUE] (e.g. --dim S=64), "
+                    "got '%s'\n", c->cmd, c->dim);
+            return NULL;
+        }
+        memcpy(names[nd], p, (size_t)(eq - p));
+        names[nd][eq - p] = 0;
+        dims[nd] = (kiln_dim){names[nd], v};
+        nd++;
+        p = *end ? end + 1 : end;
+    }
+    if (c->dim_s) dims[nd++] = (kiln_dim){"S", c->dim_s};
+    if (kiln_model_load_dims(c->model, batch, dims, nd, &g, &err)) {
         fputs(err ? err : "kiln: could not load the model\n", stderr);
         free(err);
         return NULL;
@@ -222,6 +275,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv); /* its own options */
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc, argv); /* tools/aot.c */
+    if (!strcmp(argv[1], "data")) return cmd_data(argc, argv);       /* tools/data.c */
     cli c;
     memset(&c, 0, sizeof c);
     c.cmd = argv[1];
@@ -236,8 +290,9 @@ int main(int argc, char **argv)
             return 0;
         }
     static const char common[] =
-        "--bs --batch --backend --opt --optimizer --nesterov --verbose -v --threads";
-    static const char data[] = "--data --seed --limit --wd --lr --epochs --load";
+        "--bs --batch --backend --opt --optimizer --nesterov --verbose -v --threads --dim";
+    static const char data[] =
+        "--data --seed --limit --wd --lr --epochs --load --size --augment --sizes";
     char allowed[512];
     if (!strcmp(c.cmd, "train")) {
         snprintf(allowed, sizeof allowed, "%s %s --save --history --schedule --target", common,
@@ -249,12 +304,15 @@ int main(int argc, char **argv)
         return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, true) : EXIT_USAGE;
     }
     if (!strcmp(c.cmd, "compile") || !strcmp(c.cmd, "check")) {
-        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target --weights", common);
+        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target --weights --cpu",
+                 common);
         return cli_parse(argc, argv, &c, allowed) ? cmd_compile(&c, !strcmp(c.cmd, "check"))
                                                   : EXIT_USAGE;
     }
-    if (!strcmp(c.cmd, "info"))
-        return cli_parse(argc, argv, &c, common) ? cmd_info(&c) : EXIT_USAGE;
+    if (!strcmp(c.cmd, "info")) {
+        snprintf(allowed, sizeof allowed, "%s --timings", common);
+        return cli_parse(argc, argv, &c, allowed) ? cmd_info(&c) : EXIT_USAGE;
+    }
     fprintf(stderr, "kiln: unknown command '%s'\n", c.cmd);
     usage(stderr);
     return EXIT_USAGE;

@@ -1,5 +1,10 @@
 /* tools/train.c — `kiln train` and `kiln lr-find`: load the model and the
- * data, compile, build a Learner, run, save. */
+ * data, compile, build a Learner, run, save.
+ *
+ * --data DIR is told by what it holds: idx files (Fashion-MNIST, MNIST),
+ * else an image layout (kiln_data_detect: labels.csv multi-label, codes.txt
+ * segmentation, points.csv points, train/CLASS/ folders); a folder with
+ * none of them is looked for Fashion-MNIST in, whose message says so. */
 #include "tools/cli.h"
 
 #include <errno.h>
@@ -28,11 +33,38 @@ static void session_end(session *s)
     kiln_dataset_free(s->valid);
 }
 
+/* Whether dir holds Fashion-MNIST's (or MNIST's) idx files. */
+static bool has_idx(const char *dir)
+{
+    static const char *const names[] = {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"};
+    for (size_t k = 0; k < 2; k++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, names[k]);
+        if (access(p, F_OK) == 0) return true;
+    }
+    return false;
+}
+
 /* Loads one split (and cuts it to --limit samples). */
 static int load_split(const cli *c, int train, kiln_dataset **out)
 {
     char *err = NULL;
-    kiln_status st = kiln_dataset_fashion_mnist(c->data, train, out, &err);
+    kiln_data_kind kind = c->data && !has_idx(c->data) ? kiln_data_detect(c->data)
+                                                       : KILN_DATA_NONE;
+    kiln_status st;
+    if (kind != KILN_DATA_NONE) {
+        kiln_image_opts o = kiln_image_defaults();
+        o.height = o.width = (int)c->size;
+        o.augment = c->augment;
+        st = kiln_dataset_open_images(c->data, &o, !train, out, &err);
+    } else if (c->size || c->augment) {
+        fprintf(stderr, "kiln %s: %s works with image data sets only (--data DIR holding "
+                "train/CLASS/, labels.csv, codes.txt or points.csv); %s holds none\n", c->cmd,
+                c->size ? "--size" : "--augment", c->data ? c->data : "Fashion-MNIST's folder");
+        return EXIT_USAGE;
+    } else {
+        st = kiln_dataset_fashion_mnist(c->data, train, out, &err);
+    }
     if (st) {
         fprintf(stderr, "kiln %s: %s\n", c->cmd, err ? err : kiln_status_str(st));
         free(err);
@@ -72,6 +104,18 @@ static int session_start(const cli *c, session *s)
     if (!(s->fwd = cli_load_model(c, c->batch))) return EXIT_USAGE;
     int rc;
     if ((rc = load_split(c, 1, &s->train)) || (rc = load_split(c, 0, &s->valid))) return rc;
+    if (kiln_dataset_kind(s->train) != KILN_DATA_NONE) {
+        int64_t xs[KILN_MAX_RANK];
+        int nc;
+        kiln_dataset_shapes(s->train, NULL, xs, NULL, NULL, NULL);
+        kiln_dataset_classes(s->train, &nc);
+        fprintf(stderr, "kiln: %s: %s images %lldx%lldx%lld, %d classes, %lld training and "
+                "%lld validation samples%s\n", c->data,
+                kiln_data_kind_name(kiln_dataset_kind(s->train)), (long long)xs[0],
+                (long long)xs[1], (long long)xs[2], nc,
+                (long long)kiln_dataset_len(s->train), (long long)kiln_dataset_len(s->valid),
+                c->augment ? ", augmented" : "");
+    }
     /* Normalise both splits with the training set's statistics. */
     float mean, std;
     kiln_dataset_stats(s->train, &mean, &std);
@@ -104,7 +148,7 @@ static int session_start(const cli *c, session *s)
     lo.seed = c->seed;
     lo.wd = c->wd;
     lo.history_path = c->history;
-    lo.history_append = c->load != NULL;
+    lo.history_append = c->load != NULL || c->stage > 0;
     lo.valid_tail = s->tail;
     lo.out = stdout;
     lo.print_table = 1;
@@ -183,6 +227,11 @@ int cmd_train(const cli *c, bool lr_find)
                 c->cmd, (long long)c->limit, (long long)c->batch);
         return EXIT_USAGE;
     }
+    if (c->size > 65535) {
+        fprintf(stderr, "kiln %s: --size %lld is too large (at most 65535)\n", c->cmd,
+                (long long)c->size);
+        return EXIT_USAGE;
+    }
     if (c->load) { /* a bad checkpoint is found before anything is compiled */
         kiln_checkpoint_meta *meta = NULL;
         char *err = NULL;
@@ -194,31 +243,82 @@ int cmd_train(const cli *c, bool lr_find)
             return EXIT_USAGE;
         }
     }
-    session s;
-    int rc = session_start(c, &s);
-    if (rc) {
-        session_end(&s);
-        return rc;
-    }
-    kiln_status st;
-    if (lr_find) {
-        double lr = NAN;
-        st = kiln_lr_find(s.learner, &lr, c->plot);
-        if (!st) {
-            printf("suggested learning rate: %.3g\n", lr);
-            if (c->plot) printf("plot: %s\n", c->plot);
+    /* --sizes: the stages of progressive resizing (one stage without it) */
+    int64_t sizes[16];
+    int nsizes = 0;
+    for (const char *p = c->sizes; p && *p;) {
+        char *end = NULL;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 1 || v > 65535 || (*end && *end != ',') || nsizes == 16) {
+            fprintf(stderr, "kiln %s: --sizes wants image sizes like 32,64 (at most 16, each "
+                    "1 to 65535), got '%s'\n", c->cmd, c->sizes);
+            return EXIT_USAGE;
         }
-    } else if (c->schedule && !strcmp(c->schedule, "const")) {
-        st = kiln_fit(s.learner, c->epochs, c->lr);
-    } else {
-        st = kiln_fit_one_cycle(s.learner, c->epochs, c->lr);
+        sizes[nsizes++] = v;
+        p = *end ? end + 1 : end;
     }
-    if (st) {
-        fprintf(stderr, "kiln %s: %s\n", c->cmd, kiln_learner_error(s.learner));
-        rc = EXIT_RUN;
-    } else if (!lr_find && c->save) {
-        rc = save(c, &s);
+    if (nsizes && lr_find) {
+        fprintf(stderr, "kiln lr-find: --sizes is for train; give lr-find one --size\n");
+        return EXIT_USAGE;
     }
+    if (c->nepochs > 1 && c->nepochs != (nsizes ? nsizes : 1)) {
+        fprintf(stderr, "kiln %s: --epochs lists %d counts but --sizes %d sizes; give one count "
+                "per size, or one count for all\n", c->cmd, c->nepochs, nsizes);
+        return EXIT_USAGE;
+    }
+    session prev = {0}, s = {0};
+    int rc = 0;
+    kiln_status st = KILN_OK;
+    for (int k = 0; k < (nsizes ? nsizes : 1) && !rc; k++) {
+        cli cs = *c;
+        if (nsizes) {
+            cs.size = cs.dim_s = sizes[k];
+            cs.stage = k;
+            cs.epochs = c->nepochs > 1 ? c->epoch_list[k] : c->epochs;
+            if (k) cs.load = NULL; /* a checkpoint is read once, by the first stage */
+        }
+        if ((rc = session_start(&cs, &s))) break;
+        if (k) { /* carry weights, optimizer and running statistics over by name */
+            kiln_copy_report r;
+            char *err = NULL;
+            if ((st = kiln_program_copy(s.prog, prev.prog, 1, &r, &err))) {
+                fprintf(stderr, "kiln %s: size %lld -> %lld: %s\n", c->cmd, (long long)sizes[k - 1],
+                        (long long)sizes[k], err ? err : kiln_status_str(st));
+                free(err);
+                rc = EXIT_USAGE;
+                break;
+            }
+            kiln_learner_set_step(s.learner, kiln_learner_get_step(prev.learner));
+            kiln_learner_set_epoch(s.learner, kiln_learner_get_epoch(prev.learner));
+            fprintf(stderr, "kiln: size %lld: carried %d tensors (%.1f MiB) over from size %lld\n",
+                    (long long)sizes[k], r.copied, (double)r.bytes / (1 << 20),
+                    (long long)sizes[k - 1]);
+            session_end(&prev);
+            memset(&prev, 0, sizeof prev);
+        }
+        if (nsizes) fprintf(stderr, "kiln: size %lld, %lld epoch%s\n", (long long)sizes[k],
+                            (long long)cs.epochs, cs.epochs == 1 ? "" : "s");
+        if (lr_find) {
+            double lr = NAN;
+            st = kiln_lr_find(s.learner, &lr, c->plot);
+            if (!st) {
+                printf("suggested learning rate: %.3g\n", lr);
+                if (c->plot) printf("plot: %s\n", c->plot);
+            }
+        } else if (c->schedule && !strcmp(c->schedule, "const")) {
+            st = kiln_fit(s.learner, cs.epochs, c->lr);
+        } else {
+            st = kiln_fit_one_cycle(s.learner, cs.epochs, c->lr);
+        }
+        if (st) {
+            fprintf(stderr, "kiln %s: %s\n", c->cmd, kiln_learner_error(s.learner));
+            rc = EXIT_RUN;
+        }
+        prev = s;
+        memset(&s, 0, sizeof s);
+    }
+    if (!rc && !lr_find && c->save) rc = save(c, &prev);
+    session_end(&prev);
     session_end(&s);
     return rc;
 }

@@ -3,7 +3,7 @@
  * fashion.weights, no kiln library. Build and run (see the Makefile):
  *
  *   kiln compile examples/fashion_mlp.kiln --weights W.safetensors -o fashion --emit lib
- *   cc -O2 main.c fashion.o -lz -lm -o classify && ./classify [N] [IMAGES]
+ *   cc -O2 main.c fashion.o -lz -lm -pthread -o classify && ./classify [N] [IMAGES]
  *
  * Prints "INDEX CLASS" per image, as the `--emit exe` program does.
  */

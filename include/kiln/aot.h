@@ -1,18 +1,49 @@
 /* kiln/aot.h — ahead-of-time artifacts: a model's forward entry compiled
- * (C backend) into code that needs no kiln library, plus its weights as a
- * flat blob.
+ * (C backend, or the LLVM backend) into code that needs no kiln library,
+ * plus its weights as a flat blob.
  *
- *   kiln compile MODEL --weights W.safetensors -o NAME --emit exe|lib|c
+ *   kiln compile MODEL --weights W.safetensors -o NAME --emit exe|lib|obj|c
+ *                [--backend c|llvm] [--target NAME|TRIPLE] [--cpu CPU]
  *
  *   lib  NAME.o (cc -O3 and the target's flags), NAME.h (the sizes the caller
  *        allocates, named input/output structs, NAME_load_weights and
- *        NAME_forward; its comment shows a call), NAME.weights.
+ *        NAME_forward, serial; NAME_pool_new(N), NAME_forward_pool(pool, ...)
+ *        and NAME_pool_free for N threads, the same results; its comment
+ *        shows a call), NAME.weights. Link with -lm -pthread.
  *   exe  NAME: a standalone classifier (the same code plus a main) that loads
  *        NAME.weights (next to itself, or --weights PATH), reads idx / .npy /
- *        raw f32 images, normalises them as kiln's training did, runs batches
- *        and prints top-1 (or --topk K) classes, as text or --json.
+ *        PNG (libpng; one image per file, the model's size) / raw f32
+ *        images, normalises them as kiln's training did, runs batches on
+ *        --threads N (default: one per core) and prints top-1 (or --topk K)
+ *        classes, as text or --json. Links libm, pthreads, and zlib and
+ *        libpng when the system has them (else no gzip / PNG input).
  *   c    NAME.c + NAME.h: the source, for any C compiler (NAME.weights too
- *        when weights are given).
+ *        when weights are given). C backend only.
+ *   obj  NAME.o + NAME.h (NAME.weights when weights are given): lib's object
+ *        without needing weights. For a target of another architecture than
+ *        this machine's (only with --backend llvm: cc here builds for the
+ *        host) NAME.o holds the kernels and the entry (kiln_NAME_entry) and
+ *        NAME.c the rest (weights loader, NAME_forward,
+ *        the serial runtime): compile it with the target's C compiler and
+ *        link both.
+ *
+ * Backends. C: the generated kernels and the small C parts compiled together
+ * by cc. LLVM: the kernels and the entry come from the LLVM backend as an
+ * object file (kiln_llvm_emit_object for the target machine), linked with
+ * the C parts compiled by cc (lib/obj: one relocatable NAME.o, `cc -r`).
+ * Built without LLVM, --backend llvm is KILN_ERR_UNSUPPORTED.
+ *
+ * Targets. NULL / "native": this machine (-march=native, LLVM's host CPU).
+ * "avx512", "avx2", "scalar" (x86-64) or "neon" (AArch64): the C emitter's
+ * vector ISA (LLVM: a CPU that has it: skylake-avx512, haswell, x86-64,
+ * AArch64 generic). A triple ("x86_64-linux-gnu", "aarch64-linux-gnu", ...)
+ * with an optional cpu (LLVM's CPU names, default the triple's baseline
+ * "generic"; gcc's -march/-mcpu takes the same names for x86) picks both
+ * LLVM's target machine and the C emitter's ISA (x86-64: avx512 for CPUs
+ * with AVX-512F, avx2 for AVX2+FMA ones, else scalar; AArch64: neon; other
+ * architectures: scalar). A cpu alone applies to the host's triple. Cross
+ * targets (another architecture) can only be written as source (--emit c,
+ * C backend) or as an object (--emit obj, LLVM backend).
  *
  * NAME.weights (little-endian): "KILNAOTW", u32 version (1), u32 count,
  * u64 data offset (64-aligned), u64 P bytes; per tensor: u32 name length,
@@ -31,14 +62,17 @@
 #define KILN_FASHION_MNIST_MEAN 0x1.24e7d4p-2f /* 0.286040604 */
 #define KILN_FASHION_MNIST_STD 0x1.697f3p-2f   /* 0.353024244 */
 
-typedef enum kiln_aot_emit { KILN_AOT_EXE, KILN_AOT_LIB, KILN_AOT_C } kiln_aot_emit;
+typedef enum kiln_aot_emit { KILN_AOT_EXE, KILN_AOT_LIB, KILN_AOT_C, KILN_AOT_OBJ } kiln_aot_emit;
 
 typedef struct kiln_aot_options {
     kiln_aot_emit emit;
     const char *out;     /* output path prefix: DIR/NAME (NAME also prefixes the symbols) */
     const char *weights; /* safetensors checkpoint (required for exe and lib) */
     const char *model;   /* the model's file name, for comments (may be NULL) */
-    const char *target;  /* NULL or "native" (-march=native), "avx512", "avx2", "neon", "scalar" */
+    const char *target;  /* NULL or "native" (-march=native), "avx512", "avx2", "neon",
+                            "scalar", or a target triple (see Targets above) */
+    const char *cpu;     /* NULL, or a CPU name for the target (LLVM's names) */
+    kiln_backend backend; /* KILN_BACKEND_C (default) or KILN_BACKEND_LLVM */
     const char *cc;      /* NULL: $CC, else "cc" */
     int verbose;         /* print compiler commands to stderr */
     float norm_mean, norm_std; /* exe input normalisation (defaults: Fashion-MNIST's) */

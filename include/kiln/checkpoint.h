@@ -48,15 +48,17 @@ const char *kiln_checkpoint_meta_value(const kiln_checkpoint_meta *m, int i);
 
 /* ---- saving and loading ------------------------------------------------- */
 
-/* Writes every PARAM tensor of p and, when with_state, every STATE tensor to
- * path. */
+/* Writes every PARAM tensor of p, its model state (batchnorm's running
+ * statistics, kiln_tensor_info.model_state: "bn0.running_mean" as PyTorch's
+ * state_dict names it) and, when with_state, every other STATE tensor (the
+ * optimizer's) to path. */
 kiln_status kiln_save(kiln_program *p, const char *path, int with_state, char **err);
 /* The same with metadata (meta may be NULL). */
 kiln_status kiln_save_ex(kiln_program *p, const char *path, int with_state,
                          const kiln_checkpoint_meta *meta, char **err);
 
-/* Loads p's PARAM tensors (and, when with_state, its STATE tensors) from
- * path by name.
+/* Loads p's PARAM tensors and model state (and, when with_state, its other
+ * STATE tensors) from path by name.
  *  - A tensor whose shape or dtype differs from the program's:
  *    KILN_ERR_SHAPE naming the file, the tensor and both shapes (strict or
  *    not).

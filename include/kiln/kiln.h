@@ -132,6 +132,35 @@ kiln_status kiln_set_output(kiln_graph *g, kiln_value v, const char *name);
 kiln_status kiln_set_loss(kiln_graph *g, kiln_value v, const char *name);
 kiln_status kiln_set_metric(kiln_graph *g, kiln_value v, const char *name);
 
+/* How the runtime turns a metric's partials into its value. A metric's
+ * partial is a vector of sums over one batch; the runtime adds the partials
+ * of every batch of a validation set elementwise into s and, with N the
+ * set's sample count, reports:
+ *   MEAN       s[0] / N (a partial of 1 element: a per-sample sum, e.g. the
+ *              count of correct samples); every metric starts as MEAN
+ *   SQRT_MEAN  sqrt(s[0] / s[1]) ([sum of squared errors, count]: rmse)
+ *   RATIO      s[0] / s[1] ([hits, count]: pixel accuracy without the
+ *              ignored pixels); 0/0 is NaN
+ *   IOU_MEAN   [2C]: s[0..C) intersections, s[C..2C) unions per class; the
+ *              mean over the classes with a union > 0 of s[c] / s[C + c]
+ *              (NaN when no class has one)
+ *   DICE       [2]: 2 s[0] / s[1] ([intersection, |pred| + |target|]); 1
+ *              when s[1] is 0, as fastai's dice */
+typedef enum kiln_metric_kind {
+    KILN_METRIC_MEAN,
+    KILN_METRIC_SQRT_MEAN,
+    KILN_METRIC_RATIO,
+    KILN_METRIC_IOU_MEAN,
+    KILN_METRIC_DICE,
+    KILN_METRIC_KIND_COUNT
+} kiln_metric_kind;
+
+const char *kiln_metric_kind_name(kiln_metric_kind k); /* "mean", "sqrt_mean", ... */
+/* Sets how metric v (a node marked with kiln_set_metric) is finalised. Its
+ * element count must fit the kind: 1 (MEAN), 2 (SQRT_MEAN, RATIO, DICE) or
+ * even and at least 2 (IOU_MEAN). */
+kiln_status kiln_set_metric_kind(kiln_graph *g, kiln_value v, kiln_metric_kind kind);
+
 /* Ops. Binary and ternary ops broadcast by NumPy's rules; operands must share
  * a dtype (use kiln_cast). Axes may be negative (counted from the end). */
 kiln_value kiln_matmul(kiln_graph *g, kiln_value a, kiln_value b, int trans_a, int trans_b);
@@ -182,6 +211,7 @@ kiln_value kiln_cast(kiln_graph *g, kiln_value x, kiln_dtype t);
 kiln_value kiln_cross_entropy(kiln_graph *g, kiln_value logits, kiln_value labels);
 kiln_value kiln_mse_loss(kiln_graph *g, kiln_value pred, kiln_value target);
 kiln_value kiln_bce_with_logits(kiln_graph *g, kiln_value logits, kiln_value target);
+kiln_value kiln_l1_loss(kiln_graph *g, kiln_value pred, kiln_value target); /* mean |pred - target| */
 
 /* Any op by its registry name with attributes as "name=value" strings
  * (e.g. "axes=[1]", "keepdims=1", "exponent=2.0"); the model language calls
@@ -195,6 +225,107 @@ kiln_value kiln_op(kiln_graph *g, const char *op, int ninputs, const kiln_value 
  * i.e. U(+-1/sqrt(in))), b: [out] (U(+-1/sqrt(in))). */
 kiln_value kiln_linear(kiln_graph *g, kiln_value x, int64_t out_features, int bias,
                        const char *name);
+
+/* 2-D convolutions over NCHW tensors, as PyTorch's F.conv2d and
+ * F.conv_transpose2d. Pairs are [height, width]. A zero stride, dilation or
+ * groups means 1, so a zeroed struct (or p == NULL) is the default: stride
+ * 1, no padding, dilation 1, one group. */
+typedef struct kiln_conv_params {
+    int64_t stride[2], padding[2], dilation[2];
+    int64_t output_padding[2]; /* conv_transpose2d only */
+    int64_t groups;
+} kiln_conv_params;
+
+/* "No bias" for kiln_conv2d / kiln_conv_transpose2d (any other negative b
+ * is an earlier error, passed through). */
+#define KILN_NO_VALUE ((kiln_value)INT32_MIN)
+
+/* conv2d: x [N, C, H, W], w [Co, C/groups, kh, kw], b [Co] or KILN_NO_VALUE
+ * -> [N, Co, OH, OW], OH = floor((H + 2*pad - dil*(kh-1) - 1) / stride) + 1
+ * (likewise OW). */
+kiln_value kiln_conv2d(kiln_graph *g, kiln_value x, kiln_value w, kiln_value b,
+                       const kiln_conv_params *p);
+/* conv_transpose2d: x [N, Cin, H, W], w [Cin, Cout/groups, kh, kw], b [Cout]
+ * or KILN_NO_VALUE -> [N, Cout, Hout, Wout],
+ * Hout = (H-1)*stride - 2*pad + dil*(kh-1) + output_padding + 1. */
+kiln_value kiln_conv_transpose2d(kiln_graph *g, kiln_value x, kiln_value w, kiln_value b,
+                                 const kiln_conv_params *p);
+/* Layers, named like kiln_linear's. conv2d: "<name>.weight" [out, C/groups,
+ * kh, kw] and "<name>.bias" [out], both U(+-1/sqrt(C/groups*kh*kw));
+ * conv_transpose2d: "<name>.weight" [C, out/groups, kh, kw] and
+ * "<name>.bias" [out], both U(+-1/sqrt(out/groups*kh*kw)) (PyTorch's
+ * defaults: Kaiming-uniform with a = sqrt(5), fan-in from the weight's
+ * axis 1). */
+kiln_value kiln_conv2d_layer(kiln_graph *g, kiln_value x, int64_t out_channels, int64_t kh,
+                             int64_t kw, const kiln_conv_params *p, int bias, const char *name);
+kiln_value kiln_conv_transpose2d_layer(kiln_graph *g, kiln_value x, int64_t out_channels,
+                                       int64_t kh, int64_t kw, const kiln_conv_params *p,
+                                       int bias, const char *name);
+
+/* Pooling, upsampling and padding over the last two axes of a float x
+ * ([C, H, W] or [N, C, H, W]), as torch.nn.functional's max_pool2d,
+ * avg_pool2d, adaptive_avg_pool2d, interpolate and pad (ir/ops_pool.def).
+ * Pairs are [height, width]. In kiln_pool_params a zero stride means the
+ * kernel and a zero dilation 1, so {.kernel = {2, 2}} is a 2x2 pool with
+ * stride 2; padding is at most half the kernel. Output size per axis:
+ * floor((L + 2 pad - dil (k - 1) - 1) / stride) + 1 (ceil with ceil_mode,
+ * dropping a last window that would start in the right padding). */
+typedef struct kiln_pool_params {
+    int64_t kernel[2], stride[2], padding[2];
+    int64_t dilation[2]; /* max_pool2d only */
+    int ceil_mode;
+    int exclude_pad; /* avg_pool2d: divide by the elements inside x
+                        (PyTorch's count_include_pad=False) */
+} kiln_pool_params;
+kiln_value kiln_max_pool2d(kiln_graph *g, kiln_value x, const kiln_pool_params *p);
+kiln_value kiln_avg_pool2d(kiln_graph *g, kiln_value x, const kiln_pool_params *p);
+/* Output [.., oh, ow]; row i averages rows floor(i H/oh) .. ceil((i+1) H/oh) - 1
+ * (columns likewise); 1, 1 is global average pooling. */
+kiln_value kiln_adaptive_avg_pool2d(kiln_graph *g, kiln_value x, int64_t oh, int64_t ow);
+#define KILN_UPSAMPLE_NEAREST 0
+#define KILN_UPSAMPLE_BILINEAR 1
+/* By the integer factor `scale`, or to [oh, ow] when scale is 0; mode
+ * KILN_UPSAMPLE_NEAREST (src = floor(dst in / out)) or _BILINEAR
+ * (align_corners as PyTorch's; it must be 0 for nearest). */
+kiln_value kiln_upsample(kiln_graph *g, kiln_value x, int64_t scale, int64_t oh, int64_t ow,
+                         int mode, int align_corners);
+#define KILN_PAD_CONSTANT 0
+#define KILN_PAD_REFLECT 1
+/* F.pad on the last axis (npads 2: [left, right]) or last two (4: [left,
+ * right, top, bottom]); negative pads crop; mode KILN_PAD_CONSTANT fills
+ * with value, KILN_PAD_REFLECT mirrors (pads below the axis's size). */
+kiln_value kiln_pad(kiln_graph *g, kiln_value x, int npads, const int64_t *pads, double value,
+                    int mode);
+
+/* Training versus evaluation: a in the training program (train_step), b in
+ * the evaluation and inference programs (eval_step, forward); same dtype
+ * and shape. Program assembly keeps only the branch of its mode. */
+kiln_value kiln_train_eval(kiln_graph *g, kiln_value a, kiln_value b);
+
+/* batchnorm (torch.nn.BatchNorm1d over x [N, C], BatchNorm2d over
+ * [N, C, H, W], any [N, C, ...]): parameters "<name>.weight" (ones) and
+ * "<name>.bias" (zeros) of [C]; model state "<name>.running_mean" (zeros),
+ * "<name>.running_var" (ones), f32/f64 like x, and
+ * "<name>.num_batches_tracked" (i64 scalar). Training normalises with the
+ * batch's mean and biased variance and updates running = (1 - momentum)
+ * running + momentum batch (the unbiased variance, n/(n-1)) and counts the
+ * batch; evaluation normalises with the running statistics:
+ *   y = (x - mean) / sqrt(var + eps) * weight + bias.
+ * PyTorch's defaults are momentum 0.1, eps 1e-5. A channel of one value per
+ * batch (N times the spatial size is 1) is KILN_ERR_SHAPE, as PyTorch
+ * refuses to train on it. Model state is neither trained nor optimizer
+ * state: it lives with the parameters, kiln_program_init_params sets it,
+ * checkpoints save it under these names (PyTorch's state_dict names). */
+kiln_value kiln_batchnorm(kiln_graph *g, kiln_value x, double momentum, double eps,
+                          const char *name);
+
+/* dropout (torch.nn.Dropout): in training each element is zeroed with
+ * probability p and the rest scaled by 1/(1-p); in evaluation it is the
+ * identity. The mask is a function of the layer's seed (derived from name),
+ * the `step` hyperparameter (a new mask every step: the Learner sets it)
+ * and the element's index, the same in every backend. Reads the graph's
+ * hparam "step" (an f32 scalar), created when the graph has none. */
+kiln_value kiln_dropout(kiln_graph *g, kiln_value x, double p, const char *name);
 
 /* ---- IR text ----------------------------------------------------------- */
 

@@ -21,7 +21,8 @@
  *   its leading dimension) and one TARGET tensor ([B, ...], the data set's
  *   target dtype), a LOSS (a batch mean, as kiln's losses are) and any
  *   number of METRIC partials (sums over the batch, e.g. "accuracy" counts
- *   the correct samples). The optimizer is read off its hyperparameters:
+ *   the correct samples; a vector of sums for metrics of another kind, e.g.
+ *   mean_iou's per-class intersections and unions). The optimizer is read off its hyperparameters:
  *   "beta2" present means AdamW, else SGD. The learner borrows the program
  *   (and the data sets): they must outlive it.
  *
@@ -39,8 +40,13 @@
  *   a missing one (no validation set).
  *
  * Metrics and losses per epoch
- *   valid_loss = sum(batch loss * n) / N and metric = sum(partials) / N over
- *   the validation set's N samples; train_loss is the loss smoothed with
+ *   valid_loss = sum(batch loss * n) / N over the validation set's N
+ *   samples. Each metric's partials are summed elementwise over all the
+ *   validation batches (the tail program's included) and finalised once by
+ *   the metric's kind (kiln_tensor_info.metric, see kiln_metric_kind):
+ *   sum / N for KILN_METRIC_MEAN (accuracy), sqrt(sse / count) for rmse,
+ *   the mean over classes of the summed intersections over the summed
+ *   unions for mean_iou, ... (kiln_metric_value). train_loss is the loss smoothed with
  *   beta 0.98 and debiased (fastai's SmoothenValue), its value at the end of
  *   the epoch, the smoothing running across the epochs of one fit call.
  *
@@ -100,7 +106,8 @@ typedef struct kiln_epoch_stats {
     double valid_loss; /* NAN when there is no validation set */
     int nmetrics;
     const char *const *metric_names; /* the program's METRIC tensors, in order */
-    const double *metrics; /* each partial summed and divided by N; NAN without validation */
+    const double *metrics; /* each metric's final value (kiln_metric_value of its partials
+                              summed over the validation set); NAN without validation */
     double seconds;        /* training and validation */
 } kiln_epoch_stats;
 
@@ -189,8 +196,14 @@ int kiln_learner_stopped(const kiln_learner *l);
 kiln_status kiln_learner_last_epoch(const kiln_learner *l, kiln_epoch_stats *s);
 
 /* Evaluates the validation set with the current weights: the loss and
- * each metric (metrics: nmetrics doubles, may be NULL). */
+ * each metric's final value (metrics: nmetrics doubles, may be NULL). */
 kiln_status kiln_learner_validate(kiln_learner *l, double *valid_loss, double *metrics);
+
+/* A metric's value from its partials summed over a data set: sums holds n
+ * values (the partial's element count), count is the number of samples.
+ * The rule of each kind is kiln_metric_kind's (kiln/kiln.h). NAN when
+ * count < 1 or n does not fit the kind. */
+double kiln_metric_value(kiln_metric_kind kind, const double *sums, int64_t n, int64_t count);
 
 /* ---- training ------------------------------------------------------------ */
 

@@ -1,5 +1,5 @@
 /* tests/opcases/loss.c — cases for ir/ops_loss.c (cross_entropy, mse_loss,
- * bce_with_logits, one_hot). Expected values come from torch.nn.functional
+ * bce_with_logits, l1_loss, one_hot). Expected values come from torch.nn.functional
  * in float64 on the f32-rounded inputs, printed with 17 significant digits.
  * Rows with data are gradient-checked on that data too (labels stay integer
  * inputs and get no gradient), unless no_grad. */
@@ -46,6 +46,13 @@ static const double bce_x24[] = {5.5, -4.25, 3.75, -6, 2.5, -0.75, 4.5, -5.25, 1
                                  -1.5, 5, -4.75, 0.5, 3, -5.75, 2.25, -3.25, 4.25, -2.75, 1.75,
                                  0.125};
 
+/* ---- l1_loss: mean |pred - target| ---- */
+static const double l1_23[] = {1.2083333333333333}; /* P23, Q23: 7.25 / 6 */
+/* three pairs equal: their terms are 0 and so is their gradient (sign(0) = 0,
+ * which central differences also give: (|h| - |-h|) / 2h) */
+static const double q23_tie[] = {0.5, 0.25, 2, -1, 0.75, 0};
+static const double l1_tie[] = {1.0}; /* (1.5 + 4 + 0.5) / 6 */
+
 /* ---- one_hot ---- */
 /* depth 4, last axis: 5 is out of range, a row of zeros */
 static const double oh_l[] = {2, 0, 5};
@@ -74,6 +81,8 @@ static const double oh22_ax1[] = {0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0
 #define RQ234 {KILN_F32, 3, {2, 3, 4}, NULL, 4, 8}
 #define BX234 {KILN_F32, 3, {2, 3, 4}, bce_x24, 0, 0}
 #define RT234 {KILN_F32, 3, {2, 3, 4}, NULL, 0, 1}
+#define Q23T {KILN_F32, 2, {2, 3}, q23_tie, 0, 0}
+#define RL234 {KILN_F32, 3, {2, 3, 4}, NULL, -1, 1}
 #define OHL {KILN_I32, 1, {3}, oh_l, 0, 0}
 #define L22 {KILN_I64, 2, {2, 2}, l22, 0, 0}
 
@@ -103,6 +112,10 @@ const op_case kiln_opcases_loss[] = {
     FWD2("bce_with_logits", "bce_with_logits", BX23, T23, bce23, false, 0, 0),
     FWD2("bce_with_logits_large_logits", "bce_with_logits", BX, BT, bce_ext, false, 0, 0),
     GRAD2("bce_with_logits_grad_3d", "bce_with_logits", BX234, RT234, 0, 0),
+    /* l1_loss */
+    FWD2("l1_loss", "l1_loss", P23, Q23, l1_23, false, 0, 0),
+    FWD2("l1_loss_ties", "l1_loss", P23, Q23T, l1_tie, false, 0, 0),
+    GRAD2("l1_loss_grad_3d", "l1_loss", RP234, RL234, 0, 0),
     /* one_hot: no gradient */
     FWD1("one_hot_last_axis", "one_hot", OHL, oh_l4, true, 1, "depth=4"),
     FWD1("one_hot_axis1_f64", "one_hot", L22, oh22_ax1, true, 3, "depth=4", "axis=1",
