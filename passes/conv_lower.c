@@ -268,6 +268,7 @@ static kiln_status rebuild(ctx *c, int32_t i, int32_t *in)
     if (r < 0) return (kiln_status)r;
     if (tagged(&old)) {
         g->nodes[r].role = old.role;
+        g->nodes[r].metric = old.metric; /* a metric partial's finalize kind */
         g->nodes[r].name = old.name;
         g->nodes[i].name = NULL;
         c->holder[i] = r;

@@ -669,3 +669,25 @@ Test(metrics, cross_entropy_per_pixel_ignore_vs_pytorch)
     free(gl.v);
     free(gg.v);
 }
+
+/* The graph passes that rebuild nodes (conv lowering to GEMMs) keep a
+ * metric's finalize kind: a conv net's rmse stays SQRT_MEAN in the program. */
+Test(metrics, kind_survives_conv_lowering)
+{
+    kiln_program *p = compile_model("model c\ninput x: f32[B, 1, 6, 6]\ntarget y: f32[B, 2]\n"
+                                    "h = relu(conv2d(x, 2, kernel=3, padding=1))\n"
+                                    "out = conv2d(h, 2, kernel=6)\n"
+                                    "out = reshape(out, shape=[B, 2])\n"
+                                    "loss = mse_loss(out, y)\nmetric rmse(out, y)\n",
+                                    2, KILN_BACKEND_C);
+    int found = 0;
+    for (int i = 0; i < kiln_program_num_tensors(p); i++) {
+        kiln_tensor_info t;
+        kiln_program_tensor(p, i, &t);
+        if (t.role != KILN_ROLE_METRIC) continue;
+        cr_assert_eq(t.metric, KILN_METRIC_SQRT_MEAN, "'%s' lost its kind", t.name);
+        found++;
+    }
+    cr_assert_eq(found, 1);
+    kiln_program_free(p);
+}
