@@ -65,9 +65,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXK 64     /* candidates per axis analysed one by one */
-#define UNROLL 64   /* candidate pairs written out as one expression */
-#define MAX_UNIT 8  /* border targets per side written out one by one */
+#define MAXK 64    /* candidates per axis analysed one by one */
+#define UNROLL 64  /* candidate pairs written out as one expression */
+#define MAX_UNIT 8 /* border targets per side written out one by one */
 
 #define BIN(op, a, b) kiln_kx_bin(kb, op, a, b)
 #define I64(v) kiln_kx_int(kb, v)
@@ -77,18 +77,21 @@
 
 typedef struct gax {
     kiln_pool_axis a;
-    bool bwd;      /* targets are the forward's inputs, candidates its outputs */
-    bool weighted; /* candidates carry weights */
-    bool normed;   /* forward averages: divide by the window's count */
-    bool any;      /* validity is left to another test (max_pool2d_grad's argmax) */
-    int64_t T, S;  /* targets, sources */
-    int64_t K;     /* candidates per target */
-    int64_t off;   /* bwd: candidate q of t is base(t) - off + q, */
+    bool bwd;              /* targets are the forward's inputs, candidates its outputs */
+    bool weighted;         /* candidates carry weights */
+    bool normed;           /* forward averages: divide by the window's count */
+    bool any;              /* validity is left to another test (max_pool2d_grad's argmax) */
+    int64_t T, S;          /* targets, sources */
+    int64_t K;             /* candidates per target */
+    int64_t off;           /* bwd: candidate q of t is base(t) - off + q, */
     int64_t num, add, den; /* base(t) = (t num + add) / den */
 } gax;
 
 /* The first candidate of a backward target t, before the offset (t >= 0). */
-static int64_t base_of(const gax *x, int64_t t) { return (t * x->num + x->add) / x->den; }
+static int64_t base_of(const gax *x, int64_t t)
+{
+    return (t * x->num + x->add) / x->den;
+}
 
 static int64_t gcd64(int64_t a, int64_t b)
 {
@@ -100,7 +103,10 @@ static int64_t gcd64(int64_t a, int64_t b)
     return a ? a : 1;
 }
 
-static int64_t keff(const kiln_pool_axis *a) { return (a->k - 1) * a->d + 1; }
+static int64_t keff(const kiln_pool_axis *a)
+{
+    return (a->k - 1) * a->d + 1;
+}
 
 /* Forward: the input index candidate q of output o reads (may be outside). */
 static int64_t fwd_cand(const kiln_pool_axis *a, int64_t o, int64_t q)
@@ -108,11 +114,18 @@ static int64_t fwd_cand(const kiln_pool_axis *a, int64_t o, int64_t q)
     int64_t s, e, i0, i1;
     double l0, l1;
     switch (a->kind) {
-    case KILN_POOL_WINDOW: return o * a->s - a->p + q * a->d;
-    case KILN_POOL_ADAPTIVE: kiln_pool_adaptive(a, o, &s, &e); return s + q;
-    case KILN_POOL_NEAREST: return kiln_pool_nearest(a, o);
-    case KILN_POOL_LINEAR: kiln_pool_linear(a, o, &i0, &i1, &l0, &l1); return q ? i1 : i0;
-    default: return a->reflect ? kiln_pool_pad_src(a, o) : o - a->p;
+    case KILN_POOL_WINDOW:
+        return o * a->s - a->p + q * a->d;
+    case KILN_POOL_ADAPTIVE:
+        kiln_pool_adaptive(a, o, &s, &e);
+        return s + q;
+    case KILN_POOL_NEAREST:
+        return kiln_pool_nearest(a, o);
+    case KILN_POOL_LINEAR:
+        kiln_pool_linear(a, o, &i0, &i1, &l0, &l1);
+        return q ? i1 : i0;
+    default:
+        return a->reflect ? kiln_pool_pad_src(a, o) : o - a->p;
     }
 }
 
@@ -151,10 +164,16 @@ static bool reads(const kiln_pool_axis *a, int64_t o, int64_t i)
         int64_t r = i + a->p - o * a->s;
         return r >= 0 && r < keff(a) && r % a->d == 0;
     }
-    case KILN_POOL_ADAPTIVE: kiln_pool_adaptive(a, o, &s, &e); return s <= i && i < e;
-    case KILN_POOL_NEAREST: return kiln_pool_nearest(a, o) == i;
-    case KILN_POOL_LINEAR: kiln_pool_linear(a, o, &i0, &i1, &l0, &l1); return i0 == i || i1 == i;
-    default: return kiln_pool_pad_src(a, o) == i;
+    case KILN_POOL_ADAPTIVE:
+        kiln_pool_adaptive(a, o, &s, &e);
+        return s <= i && i < e;
+    case KILN_POOL_NEAREST:
+        return kiln_pool_nearest(a, o) == i;
+    case KILN_POOL_LINEAR:
+        kiln_pool_linear(a, o, &i0, &i1, &l0, &l1);
+        return i0 == i || i1 == i;
+    default:
+        return kiln_pool_pad_src(a, o) == i;
     }
 }
 
@@ -165,11 +184,13 @@ static double bwd_weight(const kiln_pool_axis *a, int64_t o, int64_t i)
     double l0, l1;
     switch (a->kind) {
     case KILN_POOL_WINDOW:
-    case KILN_POOL_ADAPTIVE: return 1.0 / (double)fwd_norm(a, o);
+    case KILN_POOL_ADAPTIVE:
+        return 1.0 / (double)fwd_norm(a, o);
     case KILN_POOL_LINEAR:
         kiln_pool_linear(a, o, &i0, &i1, &l0, &l1);
         return (i0 == i ? l0 : 0.0) + (i1 == i ? l1 : 0.0);
-    default: return 1.0;
+    default:
+        return 1.0;
     }
 }
 
@@ -214,7 +235,9 @@ static kiln_status gax_init(gax *x, const kiln_pool_axis *a, bool bwd, bool weig
     x->S = bwd ? a->O : a->L;
     if (!bwd) {
         switch (a->kind) {
-        case KILN_POOL_WINDOW: x->K = a->k; break;
+        case KILN_POOL_WINDOW:
+            x->K = a->k;
+            break;
         case KILN_POOL_ADAPTIVE:
             for (int64_t o = 0; o < a->O; o++) {
                 int64_t s, e;
@@ -222,8 +245,11 @@ static kiln_status gax_init(gax *x, const kiln_pool_axis *a, bool bwd, bool weig
                 if (e - s > x->K) x->K = e - s;
             }
             break;
-        case KILN_POOL_LINEAR: x->K = 2; break;
-        default: x->K = 1;
+        case KILN_POOL_LINEAR:
+            x->K = 2;
+            break;
+        default:
+            x->K = 1;
         }
         return KILN_OK;
     }
@@ -241,7 +267,8 @@ static kiln_status gax_init(gax *x, const kiln_pool_axis *a, bool bwd, bool weig
     int64_t *lo = malloc((size_t)(a->L ? a->L : 1) * 2 * sizeof *lo);
     if (!lo) return KILN_ERR_NOMEM;
     int64_t *hi = lo + a->L;
-    for (int64_t i = 0; i < a->L; i++) lo[i] = -1;
+    for (int64_t i = 0; i < a->L; i++)
+        lo[i] = -1;
     int64_t kf = a->kind == KILN_POOL_WINDOW ? a->k : a->kind == KILN_POOL_LINEAR ? 2 : 1;
     if (a->kind == KILN_POOL_ADAPTIVE) kf = (a->L + a->O - 1) / a->O + 1;
     for (int64_t o = 0; o < a->O; o++)
@@ -353,13 +380,15 @@ static int32_t cand_x(kiln_kb *kb, const gax *x, int32_t t, int32_t q, int qi, i
     int32_t c, s, e, i0, i1, l0, l1;
     if (!x->bwd) {
         switch (a->kind) {
-        case KILN_POOL_WINDOW: return plus_q(kb, add_c(kb, mul_c(kb, t, a->s), -a->p), q, qi, a->d);
+        case KILN_POOL_WINDOW:
+            return plus_q(kb, add_c(kb, mul_c(kb, t, a->s), -a->p), q, qi, a->d);
         case KILN_POOL_ADAPTIVE:
             adaptive_x(kb, a, t, &s, &e);
             c = plus_q(kb, s, q, qi, 1);
             *valid = BIN(KX_LT, c, e);
             return c;
-        case KILN_POOL_NEAREST: return nearest_x(kb, a, t);
+        case KILN_POOL_NEAREST:
+            return nearest_x(kb, a, t);
         case KILN_POOL_LINEAR:
             linear_x(kb, a, t, &i0, &i1, &l0, &l1);
             if (x->weighted) *w = qi ? l1 : l0;
@@ -397,10 +426,11 @@ static int32_t cand_x(kiln_kb *kb, const gax *x, int32_t t, int32_t q, int qi, i
     case KILN_POOL_ADAPTIVE:
         adaptive_x(kb, a, c, &s, &e);
         *valid = BIN(KX_AND, BIN(KX_LE, s, t), BIN(KX_LT, t, e));
-        if (x->weighted)
-            *w = BIN(KX_DIV, F64(1.0), kiln_kx_cast(kb, BIN(KX_SUB, e, s), KILN_F64));
+        if (x->weighted) *w = BIN(KX_DIV, F64(1.0), kiln_kx_cast(kb, BIN(KX_SUB, e, s), KILN_F64));
         break;
-    case KILN_POOL_NEAREST: *valid = BIN(KX_EQ, nearest_x(kb, a, c), t); break;
+    case KILN_POOL_NEAREST:
+        *valid = BIN(KX_EQ, nearest_x(kb, a, c), t);
+        break;
     default:
         linear_x(kb, a, c, &i0, &i1, &l0, &l1);
         *valid = BIN(KX_OR, BIN(KX_EQ, i0, t), BIN(KX_EQ, i1, t));
@@ -443,7 +473,7 @@ typedef struct seg {
 } seg;
 
 #define MAX_PERIOD 8 /* columns (the innermost loop) */
-#define PERIOD_H 4    /* rows: each row of a period is a copy of the column loops */
+#define PERIOD_H 4   /* rows: each row of a period is a copy of the column loops */
 #define SEGS_MAX 96
 
 typedef struct segs {
@@ -453,7 +483,8 @@ typedef struct segs {
 
 static void segs_free(segs *ss)
 {
-    for (int i = 0; i < ss->n; i++) free(ss->s[i].pc);
+    for (int i = 0; i < ss->n; i++)
+        free(ss->s[i].pc);
     ss->n = 0;
 }
 
@@ -461,7 +492,8 @@ static void analyse(const gax *x, seg *sg, bool loopq)
 {
     int nq = loopq ? 1 : (int)x->K;
     bool out[MAXK] = {false}, bad[MAXK] = {false}, ok[MAXK] = {false};
-    for (int i = 0; i < nq; i++) sg->q[i] = (qm){.mode = Q_SKIP, .wconst = true, .w = 1.0};
+    for (int i = 0; i < nq; i++)
+        sg->q[i] = (qm){.mode = Q_SKIP, .wconst = true, .w = 1.0};
     for (int64_t t = sg->lo; t < sg->hi; t++)
         for (int64_t q = 0; q < x->K; q++) {
             int i = loopq ? 0 : (int)q;
@@ -490,8 +522,10 @@ static void analyse(const gax *x, seg *sg, bool loopq)
     if (x->normed)
         for (int64_t t = sg->lo; t < sg->hi; t++) {
             int64_t v = fwd_norm(&x->a, t);
-            if (t == sg->lo) sg->nval = v;
-            else if (v != sg->nval) sg->nconst = false;
+            if (t == sg->lo)
+                sg->nval = v;
+            else if (v != sg->nval)
+                sg->nconst = false;
         }
 }
 
@@ -544,7 +578,8 @@ static int64_t period_core(const gax *x, int64_t lo, int64_t hi, int64_t P, int6
             same = d[q] == INT64_MIN || rd[q] == INT64_MIN || d[q] == rd[q];
         if (!same) {
             start = t;
-            for (int64_t q = 0; q < K; q++) rd[q] = INT64_MIN;
+            for (int64_t q = 0; q < K; q++)
+                rd[q] = INT64_MIN;
         }
         run = true;
         for (int64_t q = 0; q < K; q++)
@@ -553,7 +588,8 @@ static int64_t period_core(const gax *x, int64_t lo, int64_t hi, int64_t P, int6
         if (len > best && len >= 2 * P) {
             best = len;
             *at = start;
-            for (int64_t q = 0; q < K; q++) pa[q] = rd[q] == INT64_MIN ? 0 : rd[q];
+            for (int64_t q = 0; q < K; q++)
+                pa[q] = rd[q] == INT64_MIN ? 0 : rd[q];
         }
     }
     return best;
@@ -564,8 +600,8 @@ static bool set_period(const gax *x, seg *sg, int64_t P, const int64_t *pa)
 {
     int64_t K = x->K;
     size_t n = (size_t)(P * K);
-    char *mem = malloc(n * (sizeof(int64_t) + sizeof(double) + 1) +
-                       (size_t)(K + P) * sizeof(int64_t));
+    char *mem =
+        malloc(n * (sizeof(int64_t) + sizeof(double) + 1) + (size_t)(K + P) * sizeof(int64_t));
     if (!mem) return false;
     sg->pc = (int64_t *)mem;
     sg->pw = (double *)(sg->pc + n);
@@ -645,7 +681,8 @@ static void make_segs(const gax *x, bool loopq, int64_t max_period, segs *ss)
         add_side(ss, lo, bat, true);
         add_side(ss, bat + best, hi, true);
     }
-    for (int i = 0; i < ss->n; i++) analyse(x, &ss->s[i], loopq);
+    for (int i = 0; i < ss->n; i++)
+        analyse(x, &ss->s[i], loopq);
 }
 
 /* ---- jobs: one nest over a plane's targets ---- */
@@ -655,12 +692,12 @@ enum { J_MAX, J_SUM, J_ARGMAX, J_FILL, J_SPREAD };
 typedef struct job {
     int kind;
     const gax *h, *w;
-    int32_t src, dst;            /* buffers */
+    int32_t src, dst;             /* buffers */
     int64_t src_plane, dst_plane; /* elements per plane (0: a per-plane scratch) */
     kiln_dtype src_t, dst_t;
-    double fill;                 /* J_FILL */
-    int32_t arg;                 /* J_SUM: argmax positions (row length w->S), or -1;
-                                    J_SPREAD: dy (one element per target) */
+    double fill; /* J_FILL */
+    int32_t arg; /* J_SUM: argmax positions (row length w->S), or -1;
+                    J_SPREAD: dy (one element per target) */
 } job;
 
 /* One candidate, ready to use. */
@@ -729,8 +766,7 @@ static int32_t flat(kiln_kb *kb, int32_t plane, int64_t per_plane, int32_t r, in
 }
 
 /* The count an average divides by at (th, tw), as f64. */
-static int32_t norm_at(kiln_kb *kb, const job *j, const seg *sh, tpos th, const seg *sw,
-                       tpos tw)
+static int32_t norm_at(kiln_kb *kb, const job *j, const seg *sh, tpos th, const seg *sw, tpos tw)
 {
     bool wc = sw->nconst || sw->P, hc = sh->nconst || sh->P;
     int64_t wv = sw->P ? sw->pn[tw.r] : sw->nval, hv = sh->P ? sh->pn[th.r] : sh->nval;
@@ -741,8 +777,7 @@ static int32_t norm_at(kiln_kb *kb, const job *j, const seg *sh, tpos th, const 
 }
 
 /* max_pool2d_grad: the argmax of window (ch, cw) is target (th, tw). */
-static int32_t argmax_is(kiln_kb *kb, const job *j, int32_t ch, int32_t cw, int32_t th,
-                         int32_t tw)
+static int32_t argmax_is(kiln_kb *kb, const job *j, int32_t ch, int32_t cw, int32_t th, int32_t tw)
 {
     int32_t pos = kiln_kx_load(kb, j->arg, flat(kb, -1, 0, ch, j->w->S, cw));
     return BIN(KX_EQ, kiln_kx_cast(kb, pos, KILN_I64), flat(kb, -1, 0, th, j->w->T, tw));
@@ -753,8 +788,7 @@ static int32_t pair_load(kiln_kb *kb, const job *j, int32_t plane, const cx *a, 
     return kiln_kx_load(kb, j->src, flat(kb, plane, j->src_plane, a->idx, j->w->S, b->idx));
 }
 
-static void store_out(kiln_kb *kb, const job *j, int32_t plane, int32_t th, int32_t tw,
-                      int32_t v)
+static void store_out(kiln_kb *kb, const job *j, int32_t plane, int32_t th, int32_t tw, int32_t v)
 {
     kiln_kb_store(kb, j->dst, flat(kb, plane, j->dst_plane, th, j->w->T, tw),
                   kiln_kx_cast(kb, v, j->dst_t));
@@ -781,10 +815,13 @@ static void body_unrolled(kiln_kb *kb, const job *j, int32_t plane, const seg *s
     int32_t th = hp.t, tw = tp.t;
     cx ch[MAXK], cw[MAXK];
     int pairs = 0;
-    for (int q = 0; q < j->h->K; q++) ch[q] = cand_for(kb, j->h, sh, hp, -1, q);
-    for (int q = 0; q < j->w->K; q++) cw[q] = cand_for(kb, j->w, sw, tp, -1, q);
+    for (int q = 0; q < j->h->K; q++)
+        ch[q] = cand_for(kb, j->h, sh, hp, -1, q);
+    for (int q = 0; q < j->w->K; q++)
+        cw[q] = cand_for(kb, j->w, sw, tp, -1, q);
     for (int a = 0; a < j->h->K; a++)
-        for (int b = 0; b < j->w->K; b++) pairs += !ch[a].skip && !cw[b].skip;
+        for (int b = 0; b < j->w->K; b++)
+            pairs += !ch[a].skip && !cw[b].skip;
     kiln_dtype st = j->src_t;
     int32_t v = -1;
     if (j->kind == J_MAX || j->kind == J_FILL) {
@@ -836,15 +873,18 @@ static void body_unrolled(kiln_kb *kb, const job *j, int32_t plane, const seg *s
             for (int b = 0; b < j->w->K; b++) {
                 if (ch[a].skip || cw[b].skip) continue;
                 int32_t pos = flat(kb, -1, 0, ch[a].idx, j->w->S, cw[b].idx);
-                kiln_kb_store(kb, j->dst, flat(kb, plane, j->dst_plane, ch[a].idx, j->w->S, cw[b].idx),
+                kiln_kb_store(kb, j->dst,
+                              flat(kb, plane, j->dst_plane, ch[a].idx, j->w->S, cw[b].idx),
                               kiln_kx_select(kb, BIN(KX_EQ, kiln_kx_local(kb, la), pos), d, zero));
             }
         return;
     }
     /* J_SUM: exact in the source's dtype for a single pair of weight 1 */
     bool weights = false;
-    for (int a = 0; a < j->h->K; a++) weights |= !ch[a].skip && ch[a].w >= 0;
-    for (int b = 0; b < j->w->K; b++) weights |= !cw[b].skip && cw[b].w >= 0;
+    for (int a = 0; a < j->h->K; a++)
+        weights |= !ch[a].skip && ch[a].w >= 0;
+    for (int b = 0; b < j->w->K; b++)
+        weights |= !cw[b].skip && cw[b].w >= 0;
     bool exact = pairs <= 1 && !weights && !j->h->normed;
     kiln_dtype acc_t = exact ? st : KILN_F64;
     int32_t zero = kiln_kx_float(kb, 0.0, acc_t);
@@ -951,8 +991,10 @@ static void emit_row(kiln_kb *kb, const job *j, int32_t plane, const seg *gh, tp
         tpos tp = {open_seg(kb, gw), -1, -1};
         /* the innermost loop: its iterations are independent */
         if (!gw->unit && !loopq) kiln_kb_hint(kb, 1, 0);
-        if (loopq) body_loops(kb, j, plane, gh, hp, gw, tp);
-        else body_unrolled(kb, j, plane, gh, hp, gw, tp);
+        if (loopq)
+            body_loops(kb, j, plane, gh, hp, gw, tp);
+        else
+            body_unrolled(kb, j, plane, gh, hp, gw, tp);
         if (!gw->unit) kiln_kb_end(kb);
     }
 }
@@ -1019,9 +1061,16 @@ static kiln_status lower_one(kiln_kb *kb, const kiln_graph *g, int32_t node, int
         gax_init(&w, &aw, bwd, weighted, normed, false))
         return kiln_kb_fail(kb, KILN_ERR_NOMEM, "out of memory");
     const kiln_node *src = &g->nodes[n->inputs[0]];
-    job j = {.kind = kind, .h = &h, .w = &w, .src = kiln_kb_in(kb, 0), .dst = kiln_kb_out(kb),
-             .src_plane = h.S * w.S, .dst_plane = h.T * w.T, .src_t = (kiln_dtype)src->dtype,
-             .dst_t = (kiln_dtype)n->dtype, .arg = -1};
+    job j = {.kind = kind,
+             .h = &h,
+             .w = &w,
+             .src = kiln_kb_in(kb, 0),
+             .dst = kiln_kb_out(kb),
+             .src_plane = h.S * w.S,
+             .dst_plane = h.T * w.T,
+             .src_t = (kiln_dtype)src->dtype,
+             .dst_t = (kiln_dtype)n->dtype,
+             .arg = -1};
     if (kind == J_FILL) j.fill = kiln_attr_get_float(n, "value");
     int64_t P = planes(g, node);
     if (P == 0 || h.T == 0 || w.T == 0) return kiln_kb_status(kb);
@@ -1092,8 +1141,10 @@ static int uncovered(const kiln_pool_axis *a, int64_t *runs, int max)
     for (int64_t i = 0; i < a->L && n >= 0; i++) {
         if (cov[i] || (i > 0 && !cov[i - 1])) continue;
         int64_t e = i;
-        while (e < a->L && !cov[e]) e++;
-        if (n == max) n = -1;
+        while (e < a->L && !cov[e])
+            e++;
+        if (n == max)
+            n = -1;
         else {
             runs[2 * n] = i;
             runs[2 * n + 1] = e;
@@ -1145,15 +1196,25 @@ static bool spread_lower(kiln_kb *kb, const kiln_graph *g, int32_t node, const g
     int64_t rh[8], rw[8];
     if (ah->s < keff(ah) || aw->s < keff(aw) || fh->K * fw->K > UNROLL) return false;
     int nh = uncovered(ah, rh, 4), nw = uncovered(aw, rw, 4);
-    if (nh < 0 || nw < 0 || !no_conditions(fh, PERIOD_H) || !no_conditions(fw, MAX_PERIOD)) return false;
+    if (nh < 0 || nw < 0 || !no_conditions(fh, PERIOD_H) || !no_conditions(fw, MAX_PERIOD))
+        return false;
     int32_t xb = kiln_kb_in(kb, 0), dyb = kiln_kb_in(kb, 1), out = kiln_kb_out(kb);
     kiln_dtype t = (kiln_dtype)n->dtype;
     int64_t per = ah->L * aw->L, P = planes(g, node);
-    job spread = {.kind = J_SPREAD, .h = fh, .w = fw, .src = xb, .dst = out, .src_plane = per,
-                  .dst_plane = per, .src_t = (kiln_dtype)x->dtype, .dst_t = t, .arg = dyb};
+    job spread = {.kind = J_SPREAD,
+                  .h = fh,
+                  .w = fw,
+                  .src = xb,
+                  .dst = out,
+                  .src_plane = per,
+                  .dst_plane = per,
+                  .src_t = (kiln_dtype)x->dtype,
+                  .dst_t = t,
+                  .arg = dyb};
     int32_t p = kiln_kx_var(kb, kiln_kb_loop(kb, P));
     kiln_kb_hint(kb, 0, 1); /* each plane writes its own pixels */
-    for (int i = 0; i < nh; i++) zero_block(kb, out, p, per, aw->L, rh[2 * i], rh[2 * i + 1], 0, aw->L, t);
+    for (int i = 0; i < nh; i++)
+        zero_block(kb, out, p, per, aw->L, rh[2 * i], rh[2 * i + 1], 0, aw->L, t);
     /* uncovered columns of the covered rows */
     for (int i = 0; i < nw; i++) {
         int64_t h = 0;
@@ -1180,7 +1241,8 @@ kiln_status kiln_max_pool2d_grad_lower(kiln_kb *kb, const kiln_graph *g, int32_t
     gax fh, fw, bh, bw;
     if (gax_init(&fh, &ah, false, false, false, false) ||
         gax_init(&fw, &aw, false, false, false, false) ||
-        gax_init(&bh, &ah, true, false, false, true) || gax_init(&bw, &aw, true, false, false, true))
+        gax_init(&bh, &ah, true, false, false, true) ||
+        gax_init(&bw, &aw, true, false, false, true))
         return kiln_kb_fail(kb, KILN_ERR_NOMEM, "out of memory");
     int64_t P = planes(g, node);
     if (P == 0) return kiln_kb_status(kb);
@@ -1189,12 +1251,26 @@ kiln_status kiln_max_pool2d_grad_lower(kiln_kb *kb, const kiln_graph *g, int32_t
     int32_t xb = kiln_kb_in(kb, 0), dyb = kiln_kb_in(kb, 1), out = kiln_kb_out(kb);
     kiln_dtype pos_t = ah.L * aw.L < INT32_MAX ? KILN_I32 : KILN_I64;
     int32_t arg = kiln_kb_scratch(kb, pos_t, ah.O * aw.O);
-    job scan = {.kind = J_ARGMAX, .h = &fh, .w = &fw, .src = xb, .dst = arg,
-                .src_plane = ah.L * aw.L, .dst_plane = 0, .src_t = (kiln_dtype)x->dtype,
-                .dst_t = pos_t, .arg = -1};
-    job gather = {.kind = J_SUM, .h = &bh, .w = &bw, .src = dyb, .dst = out,
-                  .src_plane = ah.O * aw.O, .dst_plane = ah.L * aw.L,
-                  .src_t = (kiln_dtype)x->dtype, .dst_t = (kiln_dtype)n->dtype, .arg = arg};
+    job scan = {.kind = J_ARGMAX,
+                .h = &fh,
+                .w = &fw,
+                .src = xb,
+                .dst = arg,
+                .src_plane = ah.L * aw.L,
+                .dst_plane = 0,
+                .src_t = (kiln_dtype)x->dtype,
+                .dst_t = pos_t,
+                .arg = -1};
+    job gather = {.kind = J_SUM,
+                  .h = &bh,
+                  .w = &bw,
+                  .src = dyb,
+                  .dst = out,
+                  .src_plane = ah.O * aw.O,
+                  .dst_plane = ah.L * aw.L,
+                  .src_t = (kiln_dtype)x->dtype,
+                  .dst_t = (kiln_dtype)n->dtype,
+                  .arg = arg};
     int32_t p = kiln_kx_var(kb, kiln_kb_loop(kb, P));
     kiln_kb_hint(kb, 0, 1); /* each plane writes its own outputs (and its own scratch) */
     st = emit_job(kb, &scan, p);

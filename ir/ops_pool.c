@@ -58,7 +58,9 @@ bool kiln_pool_axes(const kiln_graph *g, const kiln_node *n, kiln_pool_axis *h, 
     uint8_t kind;
     switch (n->op) {
     case KILN_OP_MAX_POOL2D:
-    case KILN_OP_AVG_POOL2D: kind = KILN_POOL_WINDOW; break;
+    case KILN_OP_AVG_POOL2D:
+        kind = KILN_POOL_WINDOW;
+        break;
     case KILN_OP_MAX_POOL2D_GRAD:
         kind = KILN_POOL_WINDOW;
         onode = &g->nodes[n->inputs[1]];
@@ -68,25 +70,32 @@ bool kiln_pool_axes(const kiln_graph *g, const kiln_node *n, kiln_pool_axis *h, 
         lnode = n;
         onode = in;
         break;
-    case KILN_OP_ADAPTIVE_AVG_POOL2D: kind = KILN_POOL_ADAPTIVE; break;
+    case KILN_OP_ADAPTIVE_AVG_POOL2D:
+        kind = KILN_POOL_ADAPTIVE;
+        break;
     case KILN_OP_ADAPTIVE_AVG_POOL2D_GRAD:
         kind = KILN_POOL_ADAPTIVE;
         lnode = n;
         onode = in;
         break;
-    case KILN_OP_UPSAMPLE: kind = KILN_POOL_NEAREST; break;
+    case KILN_OP_UPSAMPLE:
+        kind = KILN_POOL_NEAREST;
+        break;
     case KILN_OP_UPSAMPLE_GRAD:
         kind = KILN_POOL_NEAREST;
         lnode = n;
         onode = in;
         break;
-    case KILN_OP_PAD: kind = KILN_POOL_PAD; break;
+    case KILN_OP_PAD:
+        kind = KILN_POOL_PAD;
+        break;
     case KILN_OP_PAD_GRAD:
         kind = KILN_POOL_PAD;
         lnode = n;
         onode = in;
         break;
-    default: return false;
+    default:
+        return false;
     }
     spatial(lnode, &h->L, &w->L);
     spatial(onode, &h->O, &w->O);
@@ -218,9 +227,10 @@ static kiln_status check_spatial(kiln_graph *g, const kiln_node *n, const kiln_n
 {
     char t[128];
     if (!kiln_dtype_is_float((kiln_dtype)x->dtype) || x->rank < 3 || x->rank > 4)
-        return kiln_errorf(g, KILN_ERR_SHAPE, "%s: %s must be a float tensor [C, H, W] or "
-                           "[N, C, H, W], got %s", kiln_ops[n->op].name, what,
-                           kiln_node_type_str(x, t, sizeof t));
+        return kiln_errorf(g, KILN_ERR_SHAPE,
+                           "%s: %s must be a float tensor [C, H, W] or "
+                           "[N, C, H, W], got %s",
+                           kiln_ops[n->op].name, what, kiln_node_type_str(x, t, sizeof t));
     return KILN_OK;
 }
 
@@ -238,8 +248,10 @@ static kiln_status two_ints(kiln_graph *g, kiln_node *n, const char *name, const
         v[0] = a->i[0];
         v[1] = a->n == 2 ? a->i[1] : a->i[0];
     } else {
-        return kiln_errorf(g, KILN_ERR_INVALID, "%s: %s takes one or two values (height, "
-                           "width), got %d", kiln_ops[n->op].name, name, a->n);
+        return kiln_errorf(g, KILN_ERR_INVALID,
+                           "%s: %s takes one or two values (height, "
+                           "width), got %d",
+                           kiln_ops[n->op].name, name, a->n);
     }
     if (v[0] < lo || v[1] < lo)
         return kiln_errorf(g, KILN_ERR_INVALID, "%s: %s [%lld, %lld] must be at least %lld",
@@ -271,12 +283,14 @@ static kiln_status window_out(kiln_graph *g, kiln_node *n, int64_t H, int64_t W,
     int64_t L[2] = {H, W}, O[2];
     for (int i = 0; i < 2; i++) {
         if (p->i[i] > k->i[i] / 2)
-            return kiln_errorf(g, KILN_ERR_INVALID, "%s: padding %lld is more than half the "
-                               "kernel %lld (as PyTorch, it must be at most half)", op,
-                               (long long)p->i[i], (long long)k->i[i]);
+            return kiln_errorf(g, KILN_ERR_INVALID,
+                               "%s: padding %lld is more than half the "
+                               "kernel %lld (as PyTorch, it must be at most half)",
+                               op, (long long)p->i[i], (long long)k->i[i]);
         O[i] = kiln_pool_out_size(L[i], k->i[i], s->i[i], p->i[i], d ? d->i[i] : 1, ceil_mode);
         if (O[i] < 1)
-            return kiln_errorf(g, KILN_ERR_SHAPE, "%s: input %lldx%lld is too small for kernel "
+            return kiln_errorf(g, KILN_ERR_SHAPE,
+                               "%s: input %lldx%lld is too small for kernel "
                                "[%lld, %lld] (padding [%lld, %lld]%s): the output would be empty",
                                op, (long long)H, (long long)W, (long long)k->i[0],
                                (long long)k->i[1], (long long)p->i[0], (long long)p->i[1],
@@ -295,8 +309,8 @@ kiln_status kiln_pool2d_shape(kiln_graph *g, kiln_node *n)
     if (st) return st;
     int64_t shape[KILN_MAX_RANK];
     memcpy(shape, x->shape, sizeof shape);
-    if ((st = window_out(g, n, x->shape[x->rank - 2], x->shape[x->rank - 1],
-                         &shape[x->rank - 2], &shape[x->rank - 1])))
+    if ((st = window_out(g, n, x->shape[x->rank - 2], x->shape[x->rank - 1], &shape[x->rank - 2],
+                         &shape[x->rank - 1])))
         return st;
     set_shape(n, x->dtype, x->rank, shape);
     return KILN_OK;
@@ -392,13 +406,17 @@ static kiln_status upsample_modes(kiln_graph *g, kiln_node *n)
     int64_t mode = kiln_attr_get_int(n, "mode"), align = kiln_attr_get_int(n, "align_corners");
     const char *op = kiln_ops[n->op].name;
     if (mode != 0 && mode != 1)
-        return kiln_errorf(g, KILN_ERR_INVALID, "%s: mode %lld is not 0 (nearest) or 1 "
-                           "(bilinear)", op, (long long)mode);
+        return kiln_errorf(g, KILN_ERR_INVALID,
+                           "%s: mode %lld is not 0 (nearest) or 1 "
+                           "(bilinear)",
+                           op, (long long)mode);
     if (align != 0 && align != 1)
         return kiln_errorf(g, KILN_ERR_INVALID, "%s: align_corners must be 0 or 1", op);
     if (align && mode == 0)
-        return kiln_errorf(g, KILN_ERR_INVALID, "%s: align_corners applies to bilinear "
-                           "(mode=1) only, as in PyTorch", op);
+        return kiln_errorf(g, KILN_ERR_INVALID,
+                           "%s: align_corners applies to bilinear "
+                           "(mode=1) only, as in PyTorch",
+                           op);
     if (kiln_attr_get_int(n, "scale") < 0)
         return kiln_errorf(g, KILN_ERR_INVALID, "%s: scale must not be negative", op);
     return KILN_OK;
@@ -416,7 +434,8 @@ kiln_status kiln_upsample_shape(kiln_graph *g, kiln_node *n)
     int64_t s = sc->i[0];
     if (kiln_node_attr(n, "size")->n == 0) {
         if (s < 1)
-            return kiln_errorf(g, KILN_ERR_INVALID, "upsample: give a scale of at least 1 or a "
+            return kiln_errorf(g, KILN_ERR_INVALID,
+                               "upsample: give a scale of at least 1 or a "
                                "size");
         int64_t v[2] = {H * s, W * s};
         *kiln_node_attr_mut(n, "size") = kiln_attr_ints("size", 2, v);
@@ -441,11 +460,13 @@ kiln_status kiln_upsample_grad_shape(kiln_graph *g, kiln_node *n)
     const kiln_node *dy = &g->nodes[n->inputs[0]];
     int64_t s = kiln_attr_get_int(n, "scale");
     int r = n->rank;
-    if (s > 0 && (dy->shape[r - 2] != n->shape[r - 2] * s || dy->shape[r - 1] != n->shape[r - 1] * s))
-        return kiln_errorf(g, KILN_ERR_SHAPE, "upsample_grad: dy's spatial size %lldx%lld is "
-                           "not size %lldx%lld times scale %lld", (long long)dy->shape[r - 2],
-                           (long long)dy->shape[r - 1], (long long)n->shape[r - 2],
-                           (long long)n->shape[r - 1], (long long)s);
+    if (s > 0 &&
+        (dy->shape[r - 2] != n->shape[r - 2] * s || dy->shape[r - 1] != n->shape[r - 1] * s))
+        return kiln_errorf(g, KILN_ERR_SHAPE,
+                           "upsample_grad: dy's spatial size %lldx%lld is "
+                           "not size %lldx%lld times scale %lld",
+                           (long long)dy->shape[r - 2], (long long)dy->shape[r - 1],
+                           (long long)n->shape[r - 2], (long long)n->shape[r - 1], (long long)s);
     return KILN_OK;
 }
 
@@ -460,14 +481,18 @@ static kiln_status pad_sizes(kiln_graph *g, kiln_node *n, const kiln_node *x, bo
     char t[128];
     kiln_node_type_str(x, t, sizeof t);
     if (mode != 0 && mode != 1)
-        return kiln_errorf(g, KILN_ERR_INVALID, "%s: mode %lld is not 0 (constant) or 1 "
-                           "(reflect)", op, (long long)mode);
+        return kiln_errorf(g, KILN_ERR_INVALID,
+                           "%s: mode %lld is not 0 (constant) or 1 "
+                           "(reflect)",
+                           op, (long long)mode);
     if (pa->n != 2 && pa->n != 4)
-        return kiln_errorf(g, KILN_ERR_INVALID, "%s: pads takes [left, right] or [left, right, "
-                           "top, bottom], got %d values", op, pa->n);
+        return kiln_errorf(g, KILN_ERR_INVALID,
+                           "%s: pads takes [left, right] or [left, right, "
+                           "top, bottom], got %d values",
+                           op, pa->n);
     if (x->rank < pa->n / 2)
-        return kiln_errorf(g, KILN_ERR_SHAPE, "%s: %d pads need rank %d or more, got %s", op,
-                           pa->n, pa->n / 2, t);
+        return kiln_errorf(g, KILN_ERR_SHAPE, "%s: %d pads need rank %d or more, got %s", op, pa->n,
+                           pa->n / 2, t);
     memcpy(shape, x->shape, KILN_MAX_RANK * sizeof *shape);
     for (int i = 0; i < pa->n / 2; i++) {
         int ax = x->rank - 1 - i;
@@ -475,13 +500,15 @@ static kiln_status pad_sizes(kiln_graph *g, kiln_node *n, const kiln_node *x, bo
         int64_t sz = grad ? x->shape[ax] - lo - hi : x->shape[ax] + lo + hi;
         int64_t L = grad ? sz : x->shape[ax];
         if (sz < 0 || (grad && sz < 1))
-            return kiln_errorf(g, KILN_ERR_SHAPE, "%s: pads %lld, %lld on axis %d of %s leave "
-                               "%lld elements", op, (long long)lo, (long long)hi, ax, t,
-                               (long long)sz);
+            return kiln_errorf(g, KILN_ERR_SHAPE,
+                               "%s: pads %lld, %lld on axis %d of %s leave "
+                               "%lld elements",
+                               op, (long long)lo, (long long)hi, ax, t, (long long)sz);
         if (mode == 1 && (lo < 0 || hi < 0 || lo >= L || hi >= L))
-            return kiln_errorf(g, KILN_ERR_INVALID, "%s: reflect pads %lld, %lld on axis %d must "
-                               "be in [0, %lld) for an input of size %lld", op, (long long)lo,
-                               (long long)hi, ax, (long long)L, (long long)L);
+            return kiln_errorf(g, KILN_ERR_INVALID,
+                               "%s: reflect pads %lld, %lld on axis %d must "
+                               "be in [0, %lld) for an input of size %lld",
+                               op, (long long)lo, (long long)hi, ax, (long long)L, (long long)L);
         shape[ax] = sz;
     }
     return KILN_OK;
@@ -558,8 +585,8 @@ kiln_status kiln_max_pool2d_ref(kiln_graph *g, const kiln_node *n, const double 
     for (int64_t p = 0; p < P; p++)
         for (int64_t oh = 0; oh < h.O; oh++)
             for (int64_t ow = 0; ow < w.O; ow++)
-                out[(p * h.O + oh) * w.O + ow] = max_window(&h, &w, in[0] + p * h.L * w.L, oh, ow,
-                                                            &pos);
+                out[(p * h.O + oh) * w.O + ow] =
+                    max_window(&h, &w, in[0] + p * h.L * w.L, oh, ow, &pos);
     return KILN_OK;
 }
 
@@ -595,7 +622,8 @@ kiln_status kiln_avg_pool2d_ref(kiln_graph *g, const kiln_node *n, const double 
                 double s = 0.0;
                 for (int64_t jh = jh0; jh < jh1; jh++) {
                     double row = 0.0;
-                    for (int64_t jw = jw0; jw < jw1; jw++) row += x[jh * w.L + jw];
+                    for (int64_t jw = jw0; jw < jw1; jw++)
+                        row += x[jh * w.L + jw];
                     s += row;
                 }
                 double div = (double)(kiln_pool_divisor(&h, oh) * kiln_pool_divisor(&w, ow));
@@ -621,13 +649,14 @@ kiln_status kiln_avg_pool2d_grad_ref(kiln_graph *g, const kiln_node *n, const do
                 double v = in[0][(p * h.O + oh) * w.O + ow] / div;
                 double *x = out + p * h.L * w.L + (oh * h.s - h.p) * w.L + ow * w.s - w.p;
                 for (int64_t jh = jh0; jh < jh1; jh++)
-                    for (int64_t jw = jw0; jw < jw1; jw++) x[jh * w.L + jw] += v;
+                    for (int64_t jw = jw0; jw < jw1; jw++)
+                        x[jh * w.L + jw] += v;
             }
     return KILN_OK;
 }
 
-kiln_status kiln_adaptive_avg_pool2d_ref(kiln_graph *g, const kiln_node *n,
-                                         const double *const *in, double *out)
+kiln_status kiln_adaptive_avg_pool2d_ref(kiln_graph *g, const kiln_node *n, const double *const *in,
+                                         double *out)
 {
     kiln_pool_axis h, w;
     kiln_pool_axes(g, n, &h, &w);
@@ -642,7 +671,8 @@ kiln_status kiln_adaptive_avg_pool2d_ref(kiln_graph *g, const kiln_node *n,
                 double s = 0.0;
                 for (int64_t ih = h0; ih < h1; ih++) {
                     double row = 0.0;
-                    for (int64_t iw = w0; iw < w1; iw++) row += x[ih * w.L + iw];
+                    for (int64_t iw = w0; iw < w1; iw++)
+                        row += x[ih * w.L + iw];
                     s += row;
                 }
                 out[(p * h.O + oh) * w.O + ow] = s / (double)((h1 - h0) * (w1 - w0));
@@ -666,7 +696,8 @@ kiln_status kiln_adaptive_avg_pool2d_grad_ref(kiln_graph *g, const kiln_node *n,
                 double v = in[0][(p * h.O + oh) * w.O + ow] / (double)((h1 - h0) * (w1 - w0));
                 double *x = out + p * h.L * w.L;
                 for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) x[ih * w.L + iw] += v;
+                    for (int64_t iw = w0; iw < w1; iw++)
+                        x[ih * w.L + iw] += v;
             }
     return KILN_OK;
 }
@@ -705,7 +736,8 @@ kiln_status kiln_upsample_ref(kiln_graph *g, const kiln_node *n, const double *c
                     s = 0.0;
                     for (int a = 0; a < nh; a++) {
                         double row = 0.0;
-                        for (int b = 0; b < nw; b++) row += ww[b] * x[ih[a] * w.L + iw[b]];
+                        for (int b = 0; b < nw; b++)
+                            row += ww[b] * x[ih[a] * w.L + iw[b]];
                         s += wh[a] * row;
                     }
                 }
@@ -731,7 +763,8 @@ kiln_status kiln_upsample_grad_ref(kiln_graph *g, const kiln_node *n, const doub
                 double dy = in[0][(p * h.O + oh) * w.O + ow];
                 double *x = out + p * h.L * w.L;
                 for (int a = 0; a < nh; a++)
-                    for (int b = 0; b < nw; b++) x[ih[a] * w.L + iw[b]] += wh[a] * (ww[b] * dy);
+                    for (int b = 0; b < nw; b++)
+                        x[ih[a] * w.L + iw[b]] += wh[a] * (ww[b] * dy);
             }
         }
     return KILN_OK;
@@ -788,10 +821,12 @@ void kiln_pool_cost(const kiln_graph *g, const kiln_node *n, double *flops, doub
     if (!kiln_pool_axes(g, n, &h, &w)) return;
     double outs = (double)planes_of(n) * (double)h.O * (double)w.O;
     double taps = 1.0;
-    if (h.kind == KILN_POOL_WINDOW) taps = (double)(h.k * w.k);
+    if (h.kind == KILN_POOL_WINDOW)
+        taps = (double)(h.k * w.k);
     else if (h.kind == KILN_POOL_ADAPTIVE)
         taps = (double)((h.L + h.O - 1) / h.O + 1) * (double)((w.L + w.O - 1) / w.O + 1);
-    else if (h.kind == KILN_POOL_LINEAR) taps = 4.0;
+    else if (h.kind == KILN_POOL_LINEAR)
+        taps = 4.0;
     *flops = outs * taps * (n->op == KILN_OP_MAX_POOL2D_GRAD ? 2.0 : 1.0);
 }
 
@@ -809,7 +844,8 @@ static kiln_status grad_status(int n, const int32_t *dx)
 static int copy_attrs(const kiln_node *n, kiln_attr *a, const kiln_node *x, bool size)
 {
     int k = 0;
-    for (int i = 0; i < n->nattrs; i++) a[k++] = n->attrs[i];
+    for (int i = 0; i < n->nattrs; i++)
+        a[k++] = n->attrs[i];
     if (size) {
         int64_t v[2] = {x->shape[x->rank - 2], x->shape[x->rank - 1]};
         a[k++] = kiln_attr_ints("size", 2, v);

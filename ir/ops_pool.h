@@ -25,7 +25,7 @@ typedef enum kiln_pool_kind {
 /* One spatial axis: input length L, output length O, and the op's
  * parameters along it. */
 typedef struct kiln_pool_axis {
-    uint8_t kind;  /* kiln_pool_kind */
+    uint8_t kind; /* kiln_pool_kind */
     int64_t L, O;
     int64_t k, s, p, d; /* WINDOW: kernel, stride, padding, dilation; PAD: p = left pad */
     bool count_pad;     /* WINDOW avg: count_include_pad */
@@ -41,8 +41,7 @@ int64_t kiln_pool_out_size(int64_t L, int64_t k, int64_t s, int64_t p, int64_t d
  * upsampling or padding op or its gradient, reading the attributes as its
  * shape rule left them. For a gradient op L is still the forward's input
  * length and O its output's. Returns false for a node of another op. */
-bool kiln_pool_axes(const kiln_graph *g, const kiln_node *n, kiln_pool_axis *h,
-                    kiln_pool_axis *w);
+bool kiln_pool_axes(const kiln_graph *g, const kiln_node *n, kiln_pool_axis *h, kiln_pool_axis *w);
 
 /* WINDOW: first and one-past-last valid window index j (0 <= pos < L), and
  * the divisor of avg pooling for output o. */

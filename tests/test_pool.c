@@ -45,8 +45,14 @@
 #define MAX_CASES 64
 
 static char cache[256];
-static void make_cache(void) { kiln_test_tmpdir(cache, sizeof cache, "test_pool"); }
-static void drop_cache(void) { kiln_test_rmtree(cache); }
+static void make_cache(void)
+{
+    kiln_test_tmpdir(cache, sizeof cache, "test_pool");
+}
+static void drop_cache(void)
+{
+    kiln_test_rmtree(cache);
+}
 TestSuite(pool, .init = make_cache, .fini = drop_cache, .timeout = 600);
 
 /* ---- the golden cases ---- */
@@ -127,8 +133,8 @@ static kiln_graph *golden_graph(gcase *cs, int n)
         const kiln_node *yn = &g->nodes[y];
         cr_assert_eq(yn->rank, c->y.rank, "%s: rank", c->name);
         for (int d = 0; d < yn->rank; d++)
-            cr_assert_eq(yn->shape[d], c->y.shape[d], "%s: axis %d is %lld, torch %lld", c->name,
-                         d, (long long)yn->shape[d], (long long)c->y.shape[d]);
+            cr_assert_eq(yn->shape[d], c->y.shape[d], "%s: axis %d is %lld, torch %lld", c->name, d,
+                         (long long)yn->shape[d], (long long)c->y.shape[d]);
         snprintf(nm, sizeof nm, "c%d_y", i);
         cr_assert_eq(kiln_set_output(g, y, nm), KILN_OK, "%s", kiln_graph_error(g));
         kiln_value l = kiln_reduce_sum(g, kiln_mul(g, y, dy), 0, NULL, 0);
@@ -159,9 +165,11 @@ static double compare(const char *what, const char *backend, const float *a, con
         }
         if (d / tol > worst) worst = d / tol;
     }
-    cr_expect_eq(bad, 0, "%s (%s): %lld of %lld elements differ from torch; [%lld]: %.9g, "
-                 "torch %.9g", what, backend, (long long)bad, (long long)e->numel,
-                 (long long)first, first >= 0 ? a[first] : 0.0, first >= 0 ? ev[first] : 0.0);
+    cr_expect_eq(bad, 0,
+                 "%s (%s): %lld of %lld elements differ from torch; [%lld]: %.9g, "
+                 "torch %.9g",
+                 what, backend, (long long)bad, (long long)e->numel, (long long)first,
+                 first >= 0 ? a[first] : 0.0, first >= 0 ? ev[first] : 0.0);
     return worst;
 }
 
@@ -219,10 +227,22 @@ static void run_golden(kiln_backend be, int threads, const char *bname)
     free_cases(cs, n);
 }
 
-Test(pool, golden_reference) { run_golden(KILN_BACKEND_REF, 1, "reference"); }
-Test(pool, golden_c_1_thread) { run_golden(KILN_BACKEND_C, 1, "C, 1 thread"); }
-Test(pool, golden_c_2_threads) { run_golden(KILN_BACKEND_C, 2, "C, 2 threads"); }
-Test(pool, golden_llvm) { run_golden(KILN_BACKEND_LLVM, 2, "LLVM"); }
+Test(pool, golden_reference)
+{
+    run_golden(KILN_BACKEND_REF, 1, "reference");
+}
+Test(pool, golden_c_1_thread)
+{
+    run_golden(KILN_BACKEND_C, 1, "C, 1 thread");
+}
+Test(pool, golden_c_2_threads)
+{
+    run_golden(KILN_BACKEND_C, 2, "C, 2 threads");
+}
+Test(pool, golden_llvm)
+{
+    run_golden(KILN_BACKEND_LLVM, 2, "LLVM");
+}
 
 /* ---- the builder functions are the ops by name ---- */
 
@@ -281,8 +301,8 @@ static void expect_error(const char *op, int64_t h, int64_t w, int na, const cha
     kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
     kiln_value y = kiln_op(g, op, 1, &x, na, attrs);
     cr_assert_lt(y, 0, "%s should fail", op);
-    cr_assert(strstr(kiln_graph_error(g), fragment), "%s: '%s' lacks '%s'", op,
-              kiln_graph_error(g), fragment);
+    cr_assert(strstr(kiln_graph_error(g), fragment), "%s: '%s' lacks '%s'", op, kiln_graph_error(g),
+              fragment);
     kiln_graph_free(g);
 }
 
@@ -293,16 +313,13 @@ Test(pool, shape_errors)
                  "more than half the kernel");
     expect_error("max_pool2d", 2, 8, 1, (const char *[]){"kernel=[3]"}, "too small");
     expect_error("max_pool2d", 8, 8, 1, (const char *[]){"kernel=[2,2,2]"}, "one or two");
-    expect_error("avg_pool2d", 8, 8, 2, (const char *[]){"kernel=[2]", "stride=[0]"},
-                 "at least 1");
-    expect_error("upsample", 8, 8, 2, (const char *[]){"mode=0", "align_corners=1"},
-                 "bilinear");
+    expect_error("avg_pool2d", 8, 8, 2, (const char *[]){"kernel=[2]", "stride=[0]"}, "at least 1");
+    expect_error("upsample", 8, 8, 2, (const char *[]){"mode=0", "align_corners=1"}, "bilinear");
     expect_error("upsample", 8, 8, 1, (const char *[]){"mode=2"}, "nearest");
     expect_error("pad", 8, 8, 2, (const char *[]){"pads=[8,0]", "mode=1"}, "reflect pads");
     expect_error("pad", 8, 8, 1, (const char *[]){"pads=[1,2,3]"}, "pads takes");
     expect_error("pad", 8, 8, 1, (const char *[]){"pads=[-5,-4]"}, "leave");
-    expect_error("adaptive_avg_pool2d", 8, 8, 1, (const char *[]){"output_size=[0]"},
-                 "at least 1");
+    expect_error("adaptive_avg_pool2d", 8, 8, 1, (const char *[]){"output_size=[0]"}, "at least 1");
     /* the gradient ops check dy against the forward's output */
     kiln_graph *g = kiln_graph_new("e");
     int64_t xs[] = {1, 2, 8, 8}, ds[] = {1, 2, 3, 4};
@@ -315,20 +332,19 @@ Test(pool, shape_errors)
 
 /* ---- the model language calls them by name ---- */
 
-static const char *MODEL =
-    "model pools\n"
-    "input  x: f32[B, 3, 9, 9]\n"
-    "target y: i32[B]\n"
-    "h = relu(linear(x, 9))\n"
-    "h = max_pool2d(h, kernel=3, stride=2, padding=1)\n"
-    "h = avg_pool2d(h, 2, count_include_pad=0, ceil_mode=1)\n"
-    "h = upsample(h, scale=2, mode=1)\n"
-    "h = pad(h, pads=[1, 1, 2, 0], mode=1)\n"
-    "h = upsample(h, size=[5, 7])\n"
-    "h = pad(h, pads=[1, -1], value=0.5)\n"
-    "h = adaptive_avg_pool2d(h, output_size=[2, 3])\n"
-    "out = linear(flatten(h), 4)\n"
-    "loss = cross_entropy(out, y)\n";
+static const char *MODEL = "model pools\n"
+                           "input  x: f32[B, 3, 9, 9]\n"
+                           "target y: i32[B]\n"
+                           "h = relu(linear(x, 9))\n"
+                           "h = max_pool2d(h, kernel=3, stride=2, padding=1)\n"
+                           "h = avg_pool2d(h, 2, count_include_pad=0, ceil_mode=1)\n"
+                           "h = upsample(h, scale=2, mode=1)\n"
+                           "h = pad(h, pads=[1, 1, 2, 0], mode=1)\n"
+                           "h = upsample(h, size=[5, 7])\n"
+                           "h = pad(h, pads=[1, -1], value=0.5)\n"
+                           "h = adaptive_avg_pool2d(h, output_size=[2, 3])\n"
+                           "out = linear(flatten(h), 4)\n"
+                           "loss = cross_entropy(out, y)\n";
 
 Test(pool, model_language)
 {
@@ -503,7 +519,8 @@ static void lowered(const char *op, int64_t h, int64_t w, int na, const char **a
         *ndiv += (k->exprs[e].op == KX_DIV || k->exprs[e].op == KX_MOD) && integer;
         *nsel += k->exprs[e].op == KX_SELECT;
     }
-    for (int32_t b = 0; b < k->nbufs; b++) *nscratch += k->bufs[b].node < 0;
+    for (int32_t b = 0; b < k->nbufs; b++)
+        *nscratch += k->bufs[b].node < 0;
     kiln_kernel_free(k);
     kiln_graph_free(g);
 }
