@@ -57,12 +57,11 @@ typedef struct ctx {
     int32_t mark;     /* nodes from here on were built by this pass */
 } ctx;
 
-static bool tagged(const kiln_node *n) { return n->role != KILN_ROLE_NONE || n->name; }
 
 static bool same_node(const kiln_node *a, const kiln_node *b)
 {
     if (a->op != b->op || a->dtype != b->dtype || a->rank != b->rank ||
-        a->ninputs != b->ninputs || a->nattrs != b->nattrs || tagged(a) || tagged(b))
+        a->ninputs != b->ninputs || a->nattrs != b->nattrs || kiln_rebuild_tagged(a) || kiln_rebuild_tagged(b))
         return false;
     if (memcmp(a->shape, b->shape, (size_t)a->rank * sizeof a->shape[0])) return false;
     if (a->ninputs && memcmp(a->inputs, b->inputs, (size_t)a->ninputs * sizeof a->inputs[0]))
@@ -263,52 +262,20 @@ static kiln_status rebuild(ctx *c, int32_t i, int32_t *in)
         r = kiln_build(g, old.op, old.ninputs, in, old.nattrs, attrs);
         /* a copy of what a replacement already built (dy seen channel-major
          * for the bias gradient) reads that one */
-        if (!tagged(&old) && old.op != KILN_OP_ASSIGN && old.op != KILN_OP_CONST) r = shared(c, r);
+        if (!kiln_rebuild_tagged(&old) && old.op != KILN_OP_ASSIGN && old.op != KILN_OP_CONST) r = shared(c, r);
     }
     if (r < 0) return (kiln_status)r;
-    if (tagged(&old)) {
-        g->nodes[r].role = old.role;
-        g->nodes[r].metric = old.metric; /* a metric partial's finalize kind */
-        g->nodes[r].name = old.name;
-        g->nodes[i].name = NULL;
+    if (kiln_rebuild_tagged(&old)) {
+        kiln_rebuild_move_tag(g, &old, i, r);
         c->holder[i] = r;
     }
     c->remap[i] = r;
     return KILN_OK;
 }
 
-/* Puts the graph back after a failure. */
-static void undo(ctx *c)
-{
-    kiln_graph *g = c->g;
-    for (int32_t i = 0; i < c->n; i++)
-        if (c->holder[i] >= 0) {
-            g->nodes[i].name = g->nodes[c->holder[i]].name;
-            g->nodes[c->holder[i]].name = NULL;
-        }
-    bool *keep = malloc((size_t)g->nnodes * sizeof *keep);
-    if (!keep) return; /* the graph keeps the dead copies; it still verifies */
-    for (int32_t i = 0; i < g->nnodes; i++) keep[i] = i < c->n;
-    kiln_graph_compact(g, keep, NULL);
-    free(keep);
-}
+static void undo(ctx *c) { kiln_rebuild_undo(c->g, c->n, c->holder); }
 
-/* Removes the old nodes and the new ones nothing needs. */
-static kiln_status sweep(ctx *c)
-{
-    kiln_graph *g = c->g;
-    bool *keep = calloc((size_t)g->nnodes, sizeof *keep);
-    if (!keep) return kiln_errorf(g, KILN_ERR_NOMEM, "out of memory");
-    for (int32_t i = g->nnodes - 1; i >= c->n; i--) {
-        const kiln_node *nd = &g->nodes[i];
-        if (nd->op == KILN_OP_INPUT || nd->op == KILN_OP_ASSIGN || tagged(nd)) keep[i] = true;
-        if (!keep[i]) continue;
-        for (int j = 0; j < nd->ninputs; j++) keep[nd->inputs[j]] = true;
-    }
-    kiln_status st = kiln_graph_compact(g, keep, NULL);
-    free(keep);
-    return st;
-}
+static kiln_status sweep(ctx *c) { return kiln_rebuild_sweep(c->g, c->n); }
 
 kiln_status kiln_pass_conv_lower(kiln_graph *g)
 {

@@ -82,4 +82,16 @@ kiln_status kiln_plan_memory_spans(int32_t n, const int32_t *start, const int32_
 /* passes/pipeline.c: the verifier after a pass, in debug builds. */
 kiln_status kiln_verify_after(kiln_graph *g, const char *pass);
 
+/* passes/rebuild.c: what passes that rebuild the graph (appending copies
+ * of its n old nodes) share. tagged: the node has a role or a name (copies
+ * must keep it). move_tag: the copy r of old node i (old: a copy of it
+ * taken before nodes were added) takes its role, metric kind and name.
+ * undo: puts the graph of n nodes back (names from holder[i], the copy that
+ * took node i's name, or -1). sweep: drops the old nodes and the copies
+ * nothing needs. */
+bool kiln_rebuild_tagged(const kiln_node *n);
+void kiln_rebuild_move_tag(kiln_graph *g, const kiln_node *old, int32_t i, int32_t r);
+void kiln_rebuild_undo(kiln_graph *g, int32_t n, const int32_t *holder);
+kiln_status kiln_rebuild_sweep(kiln_graph *g, int32_t n);
+
 #endif

@@ -97,7 +97,6 @@ static bool same_type(const kiln_node *a, const kiln_node *b)
            memcmp(a->shape, b->shape, (size_t)a->rank * sizeof a->shape[0]) == 0;
 }
 
-static bool tagged(const kiln_node *n) { return n->role != KILN_ROLE_NONE || n->name; }
 
 /* Whether node id is everywhere the value v: a const, or a broadcast_to or
  * reshape of one. */
@@ -430,10 +429,10 @@ static kiln_status rebuild(ctx *c, int32_t i, int32_t *in)
                         r = -1;
         }
     }
-    if (r >= 0 && tagged(&old)) {
+    if (r >= 0 && kiln_rebuild_tagged(&old)) {
         /* The tag moves to the replacement only if it can carry it. */
         const kiln_node *rn = &g->nodes[r];
-        if (kiln_node_is_leaf(rn) || rn->op == KILN_OP_ASSIGN || tagged(rn)) r = -1;
+        if (kiln_node_is_leaf(rn) || rn->op == KILN_OP_ASSIGN || kiln_rebuild_tagged(rn)) r = -1;
     }
     if (r < 0) {
         /* Nodes a failed rewrite built are left dead: the round removes them. */
@@ -452,49 +451,17 @@ static kiln_status rebuild(ctx *c, int32_t i, int32_t *in)
         if ((kind == RW_REASSOC || kind == RW_LINEAR) && s->nrecords < KILN_SIMPLIFY_MAX_RECORDS)
             s->records[s->nrecords++] = c->pending;
     }
-    if (tagged(&old)) {
-        g->nodes[r].role = old.role;
-        g->nodes[r].metric = old.metric;
-        g->nodes[r].name = old.name;
-        g->nodes[i].name = NULL;
+    if (kiln_rebuild_tagged(&old)) {
+        kiln_rebuild_move_tag(g, &old, i, r);
         c->holder[i] = r;
     }
     c->remap[i] = r;
     return KILN_OK;
 }
 
-/* Puts the round's input graph back after a failure. */
-static void undo(ctx *c)
-{
-    kiln_graph *g = c->g;
-    for (int32_t i = 0; i < c->n; i++)
-        if (c->holder[i] >= 0) {
-            g->nodes[i].name = g->nodes[c->holder[i]].name;
-            g->nodes[c->holder[i]].name = NULL;
-        }
-    bool *keep = malloc((size_t)g->nnodes * sizeof *keep);
-    if (!keep) return; /* the graph keeps the dead copies; it still verifies */
-    for (int32_t i = 0; i < g->nnodes; i++) keep[i] = i < c->n;
-    kiln_graph_compact(g, keep, NULL);
-    free(keep);
-}
+static void undo(ctx *c) { kiln_rebuild_undo(c->g, c->n, c->holder); }
 
-/* Removes the old nodes and the new ones nothing needs. */
-static kiln_status sweep(ctx *c)
-{
-    kiln_graph *g = c->g;
-    bool *keep = calloc((size_t)g->nnodes, sizeof *keep);
-    if (!keep) return kiln_errorf(g, KILN_ERR_NOMEM, "out of memory");
-    for (int32_t i = g->nnodes - 1; i >= c->n; i--) {
-        const kiln_node *nd = &g->nodes[i];
-        if (nd->op == KILN_OP_INPUT || nd->op == KILN_OP_ASSIGN || tagged(nd)) keep[i] = true;
-        if (!keep[i]) continue;
-        for (int j = 0; j < nd->ninputs; j++) keep[nd->inputs[j]] = true;
-    }
-    kiln_status st = kiln_graph_compact(g, keep, NULL);
-    free(keep);
-    return st;
-}
+static kiln_status sweep(ctx *c) { return kiln_rebuild_sweep(c->g, c->n); }
 
 static kiln_status round_once(kiln_graph *g, kiln_simplify_stats *s, int *changes)
 {
@@ -523,7 +490,7 @@ static kiln_status round_once(kiln_graph *g, kiln_simplify_stats *s, int *change
         c.last_use[i] = -1;
         c.assign_at[i] = INT32_MAX;
         c.holder[i] = -1;
-        c.was_tagged[i] = tagged(&g->nodes[i]);
+        c.was_tagged[i] = kiln_rebuild_tagged(&g->nodes[i]);
     }
     for (int32_t i = 0; i < n; i++) {
         const kiln_node *nd = &g->nodes[i];
