@@ -126,8 +126,7 @@ static bool allowed_opt(const char *allowed, const char *name)
     return false;
 }
 
-/* A decimal integer in [lo, hi]; false otherwise. */
-static bool parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
+bool bench_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
     char *end = NULL;
     errno = 0;
@@ -186,14 +185,14 @@ static int parse_args(int argc, char **argv, bopts *o)
             bool ok = true;
             if (!strcmp(a, "--sizes")) o->sizes = v;
             else if (!strcmp(a, "--shapes")) o->shapes = v;
-            else if (!strcmp(a, "--threads")) ok = parse_int(v, 0, 4096, &threads);
-            else if (!strcmp(a, "--repeats")) ok = parse_int(v, 1, 100000, &x), o->repeats = (int)x;
+            else if (!strcmp(a, "--threads")) ok = bench_parse_int(v, 0, 4096, &threads);
+            else if (!strcmp(a, "--repeats")) ok = bench_parse_int(v, 1, 100000, &x), o->repeats = (int)x;
             else if (!strcmp(a, "--bs") || !strcmp(a, "--batch"))
-                ok = parse_int(v, 1, 1 << 20, &o->bs);
-            else if (!strcmp(a, "--steps")) ok = parse_int(v, 1, 1000000, &o->steps);
+                ok = bench_parse_int(v, 1, 1 << 20, &o->bs);
+            else if (!strcmp(a, "--steps")) ok = bench_parse_int(v, 1, 1000000, &o->steps);
             else if (!strcmp(a, "--size"))
-                ok = !strcmp(o->sub, "stream") ? parse_int(v, 1, 1 << 20, &o->size)
-                                               : parse_int(v, 1, INT64_C(1) << 34, &o->size);
+                ok = !strcmp(o->sub, "stream") ? bench_parse_int(v, 1, 1 << 20, &o->size)
+                                               : bench_parse_int(v, 1, INT64_C(1) << 34, &o->size);
             if (!ok) {
                 fprintf(stderr, "kiln bench %s: bad value '%s' for %s (%s)\n", o->sub, v, a,
                         !strcmp(a, "--threads") ? "0 for one per core, or at most 4096"
@@ -212,7 +211,7 @@ static int parse_args(int argc, char **argv, bopts *o)
 
 /* ---- timing and statistics ------------------------------------------- */
 
-static double now(void)
+double bench_now(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -237,22 +236,22 @@ static int cmp_double(const void *a, const void *b)
  * per call: minimum and median over the repeats. */
 int time_calls(call_fn fn, void *ctx, int repeats, double *tmin, double *tmed)
 {
-    double t0 = now();
+    double t0 = bench_now();
     if (fn(ctx)) return -1;
-    double warm = now() - t0;
+    double warm = bench_now() - t0;
     int64_t inner = warm > 0 ? (int64_t)ceil(REPEAT_SECONDS / warm) : 1000;
     if (inner < 1) inner = 1;
     if (inner > 100000) inner = 100000;
     double *t = malloc((size_t)repeats * sizeof *t);
     if (!t) return -1;
     for (int r = 0; r < repeats; r++) {
-        double s = now();
+        double s = bench_now();
         for (int64_t i = 0; i < inner; i++)
             if (fn(ctx)) {
                 free(t);
                 return -1;
             }
-        t[r] = (now() - s) / (double)inner;
+        t[r] = (bench_now() - s) / (double)inner;
     }
     qsort(t, (size_t)repeats, sizeof *t, cmp_double);
     *tmin = t[0];
@@ -506,9 +505,9 @@ static int measure_peak(const bopts *o, int threads, meas *m)
     c->fma = fma;
     /* size a call to ~50 ms: calibrate on a short one (which also warms up) */
     c->iters = 1 << 14;
-    double t0 = now();
+    double t0 = bench_now();
     kiln_parallel_for(pool, n, peak_task, c);
-    double dt = now() - t0;
+    double dt = bench_now() - t0;
     c->iters = (int64_t)((double)c->iters * REPEAT_SECONDS / (dt > 1e-6 ? dt : 1e-6));
     if (c->iters < 1024) c->iters = 1024;
     double *ts = malloc((size_t)o->repeats * sizeof *ts);
@@ -519,15 +518,15 @@ static int measure_peak(const bopts *o, int threads, meas *m)
         return EXIT_RUN;
     }
     /* again, warm (wake-up and the AVX-512 frequency licence no longer in it) */
-    t0 = now();
+    t0 = bench_now();
     kiln_parallel_for(pool, n, peak_task, c);
-    dt = now() - t0;
+    dt = bench_now() - t0;
     c->iters = (int64_t)((double)c->iters * REPEAT_SECONDS / (dt > 1e-6 ? dt : 1e-6));
     if (c->iters < 1024) c->iters = 1024;
     for (int r = 0; r < o->repeats; r++) {
-        double s = now();
+        double s = bench_now();
         kiln_parallel_for(pool, n, peak_task, c);
-        ts[r] = now() - s;
+        ts[r] = bench_now() - s;
     }
     qsort(ts, (size_t)o->repeats, sizeof *ts, cmp_double);
     meas_init(m, "peak", t);
@@ -814,7 +813,7 @@ static int parse_shapes(const bopts *o, const char *list, bool squares, gshape *
         item[len] = 0;
         gshape s = {0};
         if (squares) {
-            if (!parse_int(item, 1, 32768, &s.M)) goto bad;
+            if (!bench_parse_int(item, 1, 32768, &s.M)) goto bad;
             s.N = s.K = s.M;
         } else {
             char *colon = strchr(item, ':');
@@ -831,8 +830,8 @@ static int parse_shapes(const bopts *o, const char *list, bool squares, gshape *
             char *x1 = strchr(item, 'x'), *x2 = x1 ? strchr(x1 + 1, 'x') : NULL;
             if (!x1 || !x2) goto bad;
             *x1 = *x2 = 0;
-            if (!parse_int(item, 1, 32768, &s.M) || !parse_int(x1 + 1, 1, 32768, &s.N) ||
-                !parse_int(x2 + 1, 1, 32768, &s.K))
+            if (!bench_parse_int(item, 1, 32768, &s.M) || !bench_parse_int(x1 + 1, 1, 32768, &s.N) ||
+                !bench_parse_int(x2 + 1, 1, 32768, &s.K))
                 goto bad;
         }
         if ((double)(s.M * s.K + s.K * s.N + s.M * s.N) * 4 > 6.0 * (1u << 30)) {

@@ -7,9 +7,14 @@
 
 #include "tools/cli.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* Seconds on the monotonic clock. */
+double bench_now(void);
+/* A decimal integer in [lo, hi] into *out; false otherwise. */
+bool bench_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
 /* A measured call: returns 0, or nonzero on failure (the callee reports). */
 typedef int (*call_fn)(void *ctx);
 

@@ -50,23 +50,6 @@ static const char kernel_usage[] =
     "  with NAME:    one kernel timed alone, called by name through libffi on the\n"
     "                buffers one real step left in the program's memories\n";
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static int parse(int argc, char **argv, kopts *o)
 {
     memset(o, 0, sizeof *o);
@@ -105,9 +88,9 @@ static int parse(int argc, char **argv, kopts *o)
         int64_t x = 0;
         bool ok = true;
         if (!strcmp(a, "--backend")) o->backend = v;
-        else if (!strcmp(a, "--threads")) ok = parse_i64(v, 0, 4096, &o->threads);
-        else if (!strcmp(a, "--repeats")) ok = parse_i64(v, 1, 100000, &x), o->repeats = (int)x;
-        else ok = parse_i64(v, 1, 1 << 20, &o->bs);
+        else if (!strcmp(a, "--threads")) ok = bench_parse_int(v, 0, 4096, &o->threads);
+        else if (!strcmp(a, "--repeats")) ok = bench_parse_int(v, 1, 100000, &x), o->repeats = (int)x;
+        else ok = bench_parse_int(v, 1, 1 << 20, &o->bs);
         if (!ok) {
             fprintf(stderr, "kiln bench kernel: bad value '%s' for %s (%s)\n", v, a,
                     !strcmp(a, "--threads") ? "0 for one per core, or at most 4096"
@@ -426,9 +409,9 @@ int compile_timings_report(const char *cmd, const char *model, int64_t bs, int t
     c.threads = threads;
     kiln_compile_options co;
     if (!cli_compile_options(&c, &co)) return EXIT_USAGE;
-    double t0 = now();
+    double t0 = bench_now();
     kiln_graph *g = cli_load_model(&c, bs);
-    double t_model = now() - t0;
+    double t_model = bench_now() - t0;
     if (!g) return EXIT_USAGE;
     char dir[] = "/tmp/kiln-compile-times-XXXXXX";
     if (!mkdtemp(dir)) {
