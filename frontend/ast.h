@@ -67,6 +67,7 @@ typedef enum fe_stmt_kind {
     ST_OUTPUT, /* output expr [as NAME] */
     ST_BLOCK,  /* block name(params) { ... } */
     ST_DIM,    /* dim S = 28: a size the caller may set at load time */
+    ST_GROUP,  /* group head: later parameters belong to parameter group 'head' */
 } fe_stmt_kind;
 
 typedef struct fe_stmt fe_stmt;

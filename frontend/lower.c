@@ -65,6 +65,12 @@ typedef struct lower {
     bool has_loss;
     fe_value loss;
     fe_loc loss_loc;
+    /* parameter groups (`group NAME`): names in index order (NULL: the
+     * implicit first group of parameters made before any `group`) */
+    const char *group_names[KILN_MAX_PARAM_GROUPS];
+    fe_loc group_locs[KILN_MAX_PARAM_GROUPS];
+    int ngroups, group; /* groups so far, the current one */
+    int32_t group_mark; /* parameters below this node id have their group */
 } lower;
 
 /* ---- small helpers ---- */
@@ -1052,6 +1058,53 @@ static kiln_status lower_dim(lower *L, const fe_stmt *s)
     return env_set(L, L->env, s->name, v, s->name_loc, false);
 }
 
+/* Puts the parameters made since the last call in the current group. */
+static void group_params(lower *L)
+{
+    for (int32_t i = L->group_mark; i < L->g->nnodes; i++)
+        if (L->g->nodes[i].role == KILN_ROLE_PARAM) L->g->nodes[i].group = (uint8_t)L->group;
+    L->group_mark = L->g->nnodes;
+}
+
+/* group NAME: groups are numbered in the order their names first appear,
+ * after an implicit group 0 holding the parameters made before the first
+ * `group` (when there are any); naming a group again returns to it. */
+static kiln_status lower_group(lower *L, const fe_stmt *s)
+{
+    if (L->ngroups == 0) {
+        for (int32_t i = 0; i < L->g->nnodes && !L->ngroups; i++)
+            if (L->g->nodes[i].role == KILN_ROLE_PARAM) L->ngroups = 1;
+    }
+    group_params(L);
+    for (int k = 0; k < L->ngroups; k++)
+        if (L->group_names[k] && !strcmp(L->group_names[k], s->name)) {
+            L->group = k;
+            return KILN_OK;
+        }
+    if (L->ngroups == KILN_MAX_PARAM_GROUPS)
+        return fe_error(L->d, s->name_loc, KILN_ERR_INVALID, "too many parameter groups (at "
+                        "most %d)", KILN_MAX_PARAM_GROUPS);
+    L->group_names[L->ngroups] = s->name;
+    L->group_locs[L->ngroups] = s->name_loc;
+    L->group = L->ngroups++;
+    return KILN_OK;
+}
+
+/* After the last statement: the last group's parameters, and no empty group. */
+static kiln_status end_groups(lower *L)
+{
+    group_params(L);
+    bool used[KILN_MAX_PARAM_GROUPS] = {false};
+    for (int32_t i = 0; i < L->g->nnodes; i++)
+        if (L->g->nodes[i].role == KILN_ROLE_PARAM) used[L->g->nodes[i].group] = true;
+    for (int k = 0; k < L->ngroups; k++)
+        if (!used[k])
+            return fe_error(L->d, L->group_locs[k], KILN_ERR_INVALID, "parameter group '%s' has "
+                            "no parameters: a group holds the parameters made after its 'group' "
+                            "statement, up to the next one", L->group_names[k]);
+    return KILN_OK;
+}
+
 static kiln_status lower_stmt(lower *L, const fe_stmt *s, fe_value *ret)
 {
     fe_value v;
@@ -1071,6 +1124,7 @@ static kiln_status lower_stmt(lower *L, const fe_stmt *s, fe_value *ret)
         }
         return env_set(L, L->env, s->name, v, s->name_loc, false);
     case ST_DIM: return lower_dim(L, s);
+    case ST_GROUP: return lower_group(L, s);
     case ST_RETURN: return eval(L, s->e, ret);
     case ST_METRIC: return lower_metric(L, s);
     case ST_OUTPUT:
@@ -1119,6 +1173,7 @@ kiln_status fe_lower(fe_diag *d, const fe_program *prog, int64_t batch, const ki
                             dims[i].name ? dims[i].name : "(null)", len ? "its dims: " : "it declares none",
                             have, dims[i].name ? dims[i].name : "NAME");
     }
+    if (!st) st = end_groups(&L);
     if (!st && L.has_loss) st = mark(&L, &L.loss, KILN_ROLE_LOSS, "loss", L.loss_loc);
 done:
     free(globals.b);

@@ -458,6 +458,20 @@ static fe_stmt *parse_stmt(parser *p)
             advance(p);
             return (s->e = parse_expr(p)) ? s : NULL;
         }
+        /* `group NAME`: later parameters belong to group NAME ('group' is
+         * a keyword only here, as 'dim' is) */
+        if (!strcmp(s->name, "group") && p->tok.kind == TK_IDENT) {
+            if (where) {
+                fe_error(p->d, s->loc, KILN_ERR_PARSE, "'group' is only allowed at the top "
+                         "level, not inside block '%s'", where);
+                return NULL;
+            }
+            s->kind = ST_GROUP;
+            s->name_loc = p->tok.loc;
+            if (!(s->name = tok_str(p))) return NULL;
+            advance(p);
+            return s;
+        }
         if (p->tok.kind != TK_EQ) {
             char what[160];
             snprintf(what, sizeof what, "'=' after '%s' (a statement is 'name = expression')",

@@ -94,6 +94,35 @@ kiln_status kiln_set_metric_kind(kiln_graph *g, kiln_value v, kiln_metric_kind k
     return KILN_OK;
 }
 
+kiln_status kiln_set_param_group(kiln_graph *g, kiln_value v, int group)
+{
+    if (!g) return KILN_ERR_INVALID;
+    if (v < 0) return (kiln_status)v;
+    if (v >= g->nnodes) return kiln_errorf(g, KILN_ERR_INVALID, "no node %%%d", v);
+    kiln_node *n = &g->nodes[v];
+    if (n->role != KILN_ROLE_PARAM)
+        return kiln_errorf(g, KILN_ERR_INVALID, "%%%d is not a parameter (role %s): only "
+                           "parameters belong to groups", v, kiln_role_name((kiln_role)n->role));
+    if (group < 0 || group >= KILN_MAX_PARAM_GROUPS)
+        return kiln_errorf(g, KILN_ERR_INVALID, "parameter group %d of '%s' is outside [0, %d)",
+                           group, n->name ? n->name : "?", KILN_MAX_PARAM_GROUPS);
+    n->group = (uint8_t)group;
+    return KILN_OK;
+}
+int kiln_param_group(const kiln_graph *g, kiln_value v)
+{
+    if (!g || v < 0 || v >= g->nnodes || g->nodes[v].role != KILN_ROLE_PARAM)
+        return KILN_ERR_INVALID;
+    return g->nodes[v].group;
+}
+int kiln_graph_num_param_groups(const kiln_graph *g)
+{
+    int n = 1;
+    for (int32_t i = 0; g && i < g->nnodes; i++)
+        if (g->nodes[i].role == KILN_ROLE_PARAM && g->nodes[i].group + 1 > n) n = g->nodes[i].group + 1;
+    return n;
+}
+
 /* ---- ops ---- */
 
 #define BIN(fn, OP)                                                                            \

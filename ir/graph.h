@@ -47,6 +47,7 @@ typedef struct kiln_node {
     uint8_t dtype; /* kiln_dtype */
     uint8_t role;  /* kiln_role */
     uint8_t metric; /* kiln_metric_kind of a METRIC node (0, MEAN, otherwise) */
+    uint8_t group;  /* PARAM leaves: the parameter group (kiln_set_param_group), 0 otherwise */
     int32_t rank;
     int64_t shape[KILN_MAX_RANK];
     int32_t ninputs;

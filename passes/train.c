@@ -12,6 +12,17 @@
  * learning-rate schedule never forces a recompile. The update is written op
  * for op as torch.optim.AdamW / torch.optim.SGD (PyTorch 1.13) compute it.
  * The result has been through simplify, cse and dce and verifies.
+ *
+ * Parameter groups (kiln_set_param_group; the model language's `group`):
+ * when the parameters span more than one group, group k's updates read its
+ * learning rate as lr * "lr_mult.<k>" (an f32 HPARAM, 1 until the Learner
+ * sets it: fastai's per-group lrs), and each assign writes
+ * where("frozen.<k>" > 0, old, new), so a frozen group's parameters and
+ * optimizer state keep their bytes exactly (PyTorch's requires_grad=False).
+ * Batchnorm parameters ("<X>.weight"/"<X>.bias" beside the model state
+ * "<X>.running_mean") read "frozen_bn.<k>" instead, so the Learner can keep
+ * them training in a frozen group (fastai's train_bn). One group: none of
+ * these exist and the program is the one built before groups existed.
  */
 #include "ir/ops.h"
 #include "passes/passes.h"
@@ -38,6 +49,20 @@ typedef struct hparams {
     kiln_value lr, mom, beta2, eps, wd, step;
     kiln_value bc1, bc2_sqrt; /* AdamW bias corrections, shared by all params */
 } hparams;
+
+/* One parameter's group: its learning rate and, with several groups, the
+ * bool scalar that keeps the old values (frozen), or KILN_NO_VALUE. */
+typedef struct pgroup {
+    kiln_value lr, keep;
+} pgroup;
+
+/* dst := keep ? dst : v (every byte of dst kept when frozen). */
+static kiln_value guarded(kiln_graph *g, kiln_value keep, kiln_value dst, kiln_value v)
+{
+    if (keep == KILN_NO_VALUE || v < 0) return v;
+    kiln_value in[3] = {keep, dst, v};
+    return kiln_build(g, KILN_OP_WHERE, 3, in, 0, NULL);
+}
 
 /* A scalar hyperparameter leaf; the model's own when it has one of that
  * name (dropout reads `step`). */
@@ -80,12 +105,13 @@ static kiln_value as(kiln_graph *g, kiln_value v, int32_t like)
  *   m  = beta1*m + (1-beta1)*grad
  *   v  = beta2*v + (1-beta2)*grad^2
  *   p  = p - (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps),  bc_i = 1 - beta_i^step */
-static kiln_status adamw_update(kiln_graph *g, const hparams *h, int32_t p, int32_t grad)
+static kiln_status adamw_update(kiln_graph *g, const hparams *h, const pgroup *pg, int32_t p,
+                                int32_t grad)
 {
     kiln_value m = state_like(g, p, "exp_avg"), v = state_like(g, p, "exp_avg_sq");
     if (m < 0) return (kiln_status)m;
     if (v < 0) return (kiln_status)v;
-    kiln_value lr = as(g, h->lr, p), b1 = as(g, h->mom, p), b2 = as(g, h->beta2, p);
+    kiln_value lr = as(g, pg->lr, p), b1 = as(g, h->mom, p), b2 = as(g, h->beta2, p);
     kiln_value wd = as(g, h->wd, p), eps = as(g, h->eps, p);
     kiln_value bc1 = as(g, h->bc1, p), bc2s = as(g, h->bc2_sqrt, p);
     kiln_value p1 = MUL(p, SUB(ONE(lr), MUL(lr, wd)));
@@ -93,7 +119,9 @@ static kiln_status adamw_update(kiln_graph *g, const hparams *h, int32_t p, int3
     kiln_value v1 = ADD(MUL(v, b2), MUL(MUL(grad, grad), SUB(ONE(b2), b2)));
     kiln_value denom = ADD(DIV(kiln_b1(g, KILN_OP_SQRT, v1), bc2s), eps);
     kiln_value p2 = SUB(p1, MUL(DIV(lr, bc1), DIV(m1, denom)));
-    kiln_value r[3] = {assign(g, p, p2), assign(g, m, m1), assign(g, v, v1)};
+    kiln_value r[3] = {assign(g, p, guarded(g, pg->keep, p, p2)),
+                       assign(g, m, guarded(g, pg->keep, m, m1)),
+                       assign(g, v, guarded(g, pg->keep, v, v1))};
     for (int i = 0; i < 3; i++)
         if (r[i] < 0) return (kiln_status)r[i];
     return KILN_OK;
@@ -103,17 +131,18 @@ static kiln_status adamw_update(kiln_graph *g, const hparams *h, int32_t p, int3
  *   d = grad + wd*p;  buf = mom*buf + d;  d = nesterov ? d + mom*buf : buf;
  *   p = p - lr*d.  (PyTorch's first step sets buf = d, which is the same
  *   thing with buf starting at zero.) */
-static kiln_status sgd_update(kiln_graph *g, const hparams *h, int32_t p, int32_t grad,
-                              int nesterov)
+static kiln_status sgd_update(kiln_graph *g, const hparams *h, const pgroup *pg, int32_t p,
+                              int32_t grad, int nesterov)
 {
     kiln_value buf = state_like(g, p, "momentum_buffer");
     if (buf < 0) return (kiln_status)buf;
-    kiln_value lr = as(g, h->lr, p), mom = as(g, h->mom, p), wd = as(g, h->wd, p);
+    kiln_value lr = as(g, pg->lr, p), mom = as(g, h->mom, p), wd = as(g, h->wd, p);
     kiln_value d = ADD(grad, MUL(p, wd));
     kiln_value b1 = ADD(MUL(buf, mom), d);
     kiln_value step = nesterov ? ADD(d, MUL(b1, mom)) : b1;
     kiln_value p1 = SUB(p, MUL(step, lr));
-    kiln_value r[2] = {assign(g, p, p1), assign(g, buf, b1)};
+    kiln_value r[2] = {assign(g, p, guarded(g, pg->keep, p, p1)),
+                       assign(g, buf, guarded(g, pg->keep, buf, b1))};
     for (int i = 0; i < 2; i++)
         if (r[i] < 0) return (kiln_status)r[i];
     return KILN_OK;
@@ -159,6 +188,36 @@ static kiln_status find_loss(kiln_graph *g, int32_t *loss)
     if (*loss < 0)
         return kiln_errorf(g, KILN_ERR_INVALID, "graph '%s' has no loss: mark one with "
                            "kiln_set_loss (in a model file: loss = ...)", g->name);
+    return KILN_OK;
+}
+
+/* Whether parameter p is a batchnorm one: "<X>.weight" or "<X>.bias" with
+ * a STATE leaf "<X>.running_mean" (frontend/layers.c, kiln_batchnorm). */
+static bool is_bn_param(const kiln_graph *g, int32_t p)
+{
+    const char *name = g->nodes[p].name, *dot = name ? strrchr(name, '.') : NULL;
+    if (!dot || (strcmp(dot, ".weight") && strcmp(dot, ".bias"))) return false;
+    char rm[512];
+    snprintf(rm, sizeof rm, "%.*s.running_mean", (int)(dot - name), name);
+    int32_t s = kiln_graph_find(g, rm);
+    return s >= 0 && g->nodes[s].op == KILN_OP_INPUT && g->nodes[s].role == KILN_ROLE_STATE;
+}
+
+/* Group k's learning rate lr * lr_mult.<k> and its freeze flag (frozen.<k>,
+ * or frozen_bn.<k> for batchnorm parameters) as a bool scalar. CSE merges
+ * the copies made for each parameter of a group. */
+static kiln_status group_of(kiln_graph *g, const hparams *h, int32_t p, pgroup *pg)
+{
+    char name[64];
+    int k = g->nodes[p].group;
+    snprintf(name, sizeof name, "lr_mult.%d", k);
+    kiln_value mult = hparam(g, name, KILN_F32);
+    snprintf(name, sizeof name, "%s.%d", is_bn_param(g, p) ? "frozen_bn" : "frozen", k);
+    kiln_value frozen = hparam(g, name, KILN_F32);
+    pg->lr = MUL(h->lr, mult);
+    pg->keep = kiln_b2(g, KILN_OP_GT, frozen, kiln_b_const_like(g, 0.0, frozen));
+    if (pg->lr < 0) return (kiln_status)pg->lr;
+    if (pg->keep < 0) return (kiln_status)pg->keep;
     return KILN_OK;
 }
 
@@ -208,9 +267,17 @@ static kiln_status build_train(kiln_graph *g, const kiln_train_options *opt)
         }
         if (h.wd < 0) st = (kiln_status)h.wd;
     }
-    for (int32_t k = 0; k < np && !st; k++)
-        st = opt->optimizer == KILN_OPT_ADAMW ? adamw_update(g, &h, params[k], grads[k])
-                                              : sgd_update(g, &h, params[k], grads[k], opt->nesterov);
+    int ngroups = 1;
+    for (int32_t k = 0; k < np; k++)
+        if (g->nodes[params[k]].group + 1 > ngroups) ngroups = g->nodes[params[k]].group + 1;
+    for (int32_t k = 0; k < np && !st; k++) {
+        pgroup pg = {h.lr, KILN_NO_VALUE};
+        if (ngroups > 1) st = group_of(g, &h, params[k], &pg);
+        if (st) break;
+        st = opt->optimizer == KILN_OPT_ADAMW
+                 ? adamw_update(g, &h, &pg, params[k], grads[k])
+                 : sgd_update(g, &h, &pg, params[k], grads[k], opt->nesterov);
+    }
     if (!st) st = kiln_verify_after(g, "optimizer");
     if (!st) after(opt, "optimizer", g);
     free(params);

@@ -198,6 +198,146 @@ static int64_t numel(const kiln_aot_tensor *t)
     return n;
 }
 
+/* ---- the model's task ---- */
+
+static bool logits_loss(int op) { return op == KILN_OP_CROSS_ENTROPY || op == KILN_OP_BCE_WITH_LOGITS; }
+
+static bool pred_loss(int op)
+{
+    return logits_loss(op) || op == KILN_OP_MSE_LOSS || op == KILN_OP_L1_LOSS;
+}
+
+kiln_aot_task kiln_aot_task_of(const kiln_graph *g, double *thresh)
+{
+    if (thresh) *thresh = KILN_AOT_DEFAULT_THRESH;
+    if (!g) return KILN_AOT_CLASSIFY;
+    kiln_value loss = kiln_graph_find_role(g, KILN_ROLE_LOSS);
+    kiln_value out = kiln_graph_find_role(g, KILN_ROLE_OUTPUT);
+    if (loss < 0) /* no loss: a classifier when the output is [B, C] */
+        return out < 0 || g->nodes[out].rank == 2 ? KILN_AOT_CLASSIFY : KILN_AOT_REGRESS;
+    const kiln_node *l = &g->nodes[loss];
+    if (!pred_loss(l->op)) return KILN_AOT_REGRESS;
+    int32_t logits = l->inputs[0];
+    int rank = g->nodes[logits].rank;
+    if (l->op == KILN_OP_CROSS_ENTROPY)
+        return rank == 2 ? KILN_AOT_CLASSIFY : rank == 4 ? KILN_AOT_SEGMENT : KILN_AOT_REGRESS;
+    if (l->op != KILN_OP_BCE_WITH_LOGITS) return KILN_AOT_REGRESS;
+    /* the metrics' threshold: gt(sigmoid(logits), const t) */
+    for (int i = 0; thresh && i < g->nnodes; i++) {
+        const kiln_node *n = &g->nodes[i];
+        if (n->op != KILN_OP_GT || n->ninputs != 2) continue;
+        const kiln_node *a = &g->nodes[n->inputs[0]], *b = &g->nodes[n->inputs[1]];
+        if (a->op == KILN_OP_SIGMOID && a->inputs[0] == logits && b->op == KILN_OP_CONST) {
+            *thresh = kiln_attr_get_float(b, "value");
+            break;
+        }
+    }
+    return KILN_AOT_MULTILABEL;
+}
+
+/* ---- class names and statistics ---- */
+
+void kiln_aot_data_free(kiln_aot_data *d)
+{
+    if (!d) return;
+    for (int i = 0; i < d->nnames; i++) free(d->names[i]);
+    free(d->names);
+    d->names = NULL;
+    d->nnames = 0;
+}
+
+static void data_init(kiln_aot_data *d)
+{
+    memset(d, 0, sizeof *d);
+    d->mean = KILN_FASHION_MNIST_MEAN;
+    d->std = KILN_FASHION_MNIST_STD;
+}
+
+static kiln_status data_add(kiln_aot_data *d, const char *name, size_t n)
+{
+    char **v = realloc(d->names, (size_t)(d->nnames + 1) * sizeof *v);
+    if (!v) return KILN_ERR_NOMEM;
+    d->names = v;
+    char *s = malloc(n + 1);
+    if (!s) return KILN_ERR_NOMEM;
+    memcpy(s, name, n);
+    s[n] = 0;
+    d->names[d->nnames++] = s;
+    return KILN_OK;
+}
+
+kiln_status kiln_aot_data_read(const char *dir, int channels, int h, int w, kiln_aot_data *out,
+                               char **err)
+{
+    if (err) *err = NULL;
+    data_init(out);
+    if (!dir) return fail(err, KILN_ERR_INVALID, "kiln_aot_data_read: dir is NULL");
+    if (kiln_data_detect(dir) == KILN_DATA_NONE)
+        return fail(err, KILN_ERR_NOT_FOUND, "--data %s: not an image data set (train/CLASS/ "
+                    "folders, labels.csv, codes.txt or points.csv); --classes FILE gives class "
+                    "names alone", dir);
+    kiln_image_opts o = kiln_image_defaults();
+    if (channels == 1 || channels == 3) o.channels = channels;
+    if (h > 0 && w > 0) {
+        o.height = h;
+        o.width = w;
+    }
+    kiln_dataset *d = NULL;
+    kiln_status st = kiln_dataset_open_images(dir, &o, 0, &d, err);
+    if (st) return st;
+    int n = 0;
+    const char *const *names = kiln_dataset_classes(d, &n);
+    for (int i = 0; i < n && !st; i++) st = data_add(out, names[i], strlen(names[i]));
+    if (!st) kiln_dataset_stats(d, &out->mean, &out->std);
+    kiln_dataset_free(d);
+    if (st) {
+        kiln_aot_data_free(out);
+        return fail(err, st, "%s: out of memory", dir);
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_aot_classes_read(const char *file, kiln_aot_data *out, char **err)
+{
+    if (err) *err = NULL;
+    data_init(out);
+    if (!file) return fail(err, KILN_ERR_INVALID, "kiln_aot_classes_read: file is NULL");
+    FILE *f = fopen(file, "rb");
+    if (!f) return fail(err, KILN_ERR_IO, "--classes %s: cannot open: %s", file, strerror(errno));
+    sbuf b = {0};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && b.len < (1u << 24)) sb_put(&b, buf, n);
+    bool bad = ferror(f) || b.len >= (1u << 24);
+    fclose(f);
+    kiln_status st = b.oom ? KILN_ERR_NOMEM : bad ? KILN_ERR_IO : KILN_OK;
+    int blank = 0; /* blank lines seen since the last name */
+    long line = 0;
+    for (const char *p = b.s; !st && p && *p; line++) {
+        size_t len = strcspn(p, "\n");
+        size_t a = 0, z = len;
+        while (a < z && (p[a] == ' ' || p[a] == '\t' || p[a] == '\r')) a++;
+        while (z > a && (p[z - 1] == ' ' || p[z - 1] == '\t' || p[z - 1] == '\r')) z--;
+        if (z == a) {
+            blank++;
+        } else if (blank) {
+            st = fail(err, KILN_ERR_CORRUPT, "--classes %s:%ld: an empty line before it: line k "
+                      "names class k, so every line up to the last class needs a name", file,
+                      line);
+        } else if (data_add(out, p + a, z - a)) {
+            st = KILN_ERR_NOMEM;
+        }
+        p += len + (p[len] == '\n');
+    }
+    free(b.s);
+    if (!st && !out->nnames)
+        st = fail(err, KILN_ERR_CORRUPT, "--classes %s: no names (one class name a line)", file);
+    if (st == KILN_ERR_NOMEM || st == KILN_ERR_IO)
+        fail(err, st, "--classes %s: %s", file, st == KILN_ERR_IO ? "read error" : "out of memory");
+    if (st) kiln_aot_data_free(out);
+    return st;
+}
+
 kiln_status kiln_aot_classifier(const kiln_graph *g, kiln_graph **out, char **err)
 {
     if (err) *err = NULL;
@@ -206,12 +346,14 @@ kiln_status kiln_aot_classifier(const kiln_graph *g, kiln_graph **out, char **er
     if (!c) return fail(err, g ? KILN_ERR_NOMEM : KILN_ERR_INVALID, "no graph");
     if (kiln_graph_find_role(c, KILN_ROLE_OUTPUT) < 0) {
         kiln_value loss = kiln_graph_find_role(c, KILN_ROLE_LOSS);
-        if (loss < 0 || c->nodes[loss].op != KILN_OP_CROSS_ENTROPY) {
+        if (loss < 0 || !pred_loss(c->nodes[loss].op)) {
             kiln_graph_free(c);
-            return fail(err, KILN_ERR_UNSUPPORTED, "the model has no output and no cross_entropy "
-                        "loss whose logits could be one");
+            return fail(err, KILN_ERR_UNSUPPORTED, "the model has no output and no loss "
+                        "(cross_entropy, bce_with_logits, mse_loss, l1_loss) whose prediction "
+                        "could be one");
         }
-        kiln_status st = kiln_set_output(c, c->nodes[loss].inputs[0], "logits");
+        kiln_status st = kiln_set_output(c, c->nodes[loss].inputs[0],
+                                         logits_loss(c->nodes[loss].op) ? "logits" : "pred");
         if (st) {
             fail(err, st, "marking the logits as the output: %s", kiln_graph_error(c));
             kiln_graph_free(c);
@@ -516,9 +658,25 @@ static void write_source(sbuf *b, const kiln_aot_plan *plan, const char *P, cons
     sb_puts(b, "    return 0;\n}\n");
 }
 
-/* The executable's main: one f32 input of [B, ...] and an f32 output [B, C]. */
+/* A C string literal of s (escapes: quotes, backslashes, '?' (trigraphs),
+ * and every byte outside printable ASCII as three octal digits). */
+static void sb_cstr(sbuf *b, const char *s)
+{
+    sb_puts(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\' || c == '?') sb_printf(b, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f) sb_printf(b, "\\%03o", c);
+        else sb_put(b, (const char *)&c, 1);
+    }
+    sb_puts(b, "\"");
+}
+
+/* The executable's main: one f32 input of [B, ...] and an f32 output [B, ...]
+ * read as the task says (classify, multilabel: [B, C]; segment: [B, C, H, W]). */
 static kiln_status write_main(sbuf *b, const kiln_aot_plan *plan, const char *P, const char *name,
-                              int64_t *batch, char **err)
+                              int64_t *batch, kiln_aot_task task, const kiln_aot_options *o,
+                              double thresh, char **err)
 {
     const kiln_aot_tensor *in = NULL, *out = NULL;
     int nin = 0;
@@ -534,22 +692,56 @@ static kiln_status write_main(sbuf *b, const kiln_aot_plan *plan, const char *P,
         return fail(err, KILN_ERR_UNSUPPORTED, "--emit exe needs a model whose forward pass reads "
                     "one f32 input (it reads %d values%s)", nin,
                     nin == 1 ? " of another kind" : "");
-    if (!out || out->dtype != KILN_F32 || out->rank != 2 || out->shape[0] != in->shape[0])
+    static const char *const want[] = {"[B, classes] (a classifier)",
+                                       "[B, classes] (multi-label logits)",
+                                       "[B, classes, H, W] (segmentation logits)", "[B, ...]"};
+    int want_rank = task == KILN_AOT_SEGMENT ? 4 : task == KILN_AOT_REGRESS ? 0 : 2;
+    if (!out || out->dtype != KILN_F32 || out->rank < 1 || out->shape[0] != in->shape[0] ||
+        (want_rank && out->rank != want_rank))
         return fail(err, KILN_ERR_UNSUPPORTED, "--emit exe needs a model with an f32 output of "
-                    "shape [B, classes] (a classifier)");
+                    "shape %s", want[task]);
+    int64_t classes = task == KILN_AOT_REGRESS ? numel(out) / out->shape[0] : out->shape[1];
+    if (task == KILN_AOT_SEGMENT && classes > 256)
+        return fail(err, KILN_ERR_UNSUPPORTED, "a segmentation model of %lld classes: 8-bit masks "
+                    "hold at most 256", (long long)classes);
+    bool names = o->class_names && o->nclass_names > 0 && task != KILN_AOT_REGRESS;
+    if (names && o->nclass_names != classes)
+        return fail(err, KILN_ERR_INVALID, "%d class names (--data / --classes) but the model's "
+                    "output has %lld classes", o->nclass_names, (long long)classes);
     char id_in[128], id_out[128];
     ident(in->name, id_in, sizeof id_in);
     ident(out->name, id_out, sizeof id_out);
     *batch = in->shape[0];
-    sb_printf(b, "/* %s_main.c — generated by kiln: the classifier's main. Build flags:\n"
-              " * -DKILN_AOT_ZLIB -lz (gzip input), -DKILN_AOT_PNG -lpng (PNG input). */\n"
+    static const char *const task_words[] = {"classifier", "multi-label tagger",
+                                             "segmentation model", "regression model"};
+    sb_printf(b, "/* %s_main.c — generated by kiln: the %s's main. Build flags:\n"
+              " * -DKILN_AOT_ZLIB -lz (gzip input), -DKILN_AOT_PNG -lpng (PNG input, masks). */\n"
               "#define _POSIX_C_SOURCE 200809L\n#include <errno.h>\n#include <math.h>\n"
               "#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+              "#include <sys/stat.h>\n"
               "#include <unistd.h>\n#ifdef KILN_AOT_ZLIB\n#include <zlib.h>\n#endif\n"
               "#ifdef KILN_AOT_PNG\n#include <png.h>\n#endif\n\n#include \"%s.h\"\n\n", name,
-              name);
-    sb_printf(b, "#define %sIN_NUMEL %lld\n#define %sCLASSES %lld\n#define %sIN_RANK %d\n", P,
-              (long long)(numel(in) / in->shape[0]), P, (long long)out->shape[1], P, in->rank);
+              task_words[task], name);
+    sb_printf(b, "#define %sIN_NUMEL %lld\n#define %sIN_RANK %d\n", P,
+              (long long)(numel(in) / in->shape[0]), P, in->rank);
+    sb_printf(b, "/* the task (KILN_OUT_*: 0 classify, 1 multi-label, 2 segment, 3 regress) and\n"
+              " * the output per sample */\n#define %sTASK %d\n#define %sCLASSES %lld\n"
+              "#define %sOUT_NUMEL %lld\n#define %sOUT_H %lld\n#define %sOUT_W %lld\n"
+              "#define %sTHRESH %.17g\n", P, (int)task, P, (long long)classes, P,
+              (long long)(numel(out) / out->shape[0]), P,
+              (long long)(task == KILN_AOT_SEGMENT ? out->shape[2] : 0), P,
+              (long long)(task == KILN_AOT_SEGMENT ? out->shape[3] : 0), P, thresh);
+    if (names) {
+        sb_printf(b, "static const char *const %sclass_names[%d] = {\n", P, o->nclass_names);
+        for (int i = 0; i < o->nclass_names; i++) {
+            sb_puts(b, "    ");
+            sb_cstr(b, o->class_names[i] ? o->class_names[i] : "");
+            sb_puts(b, ",\n");
+        }
+        sb_printf(b, "};\n#define %sCLASS_NAMES %sclass_names\n", P, P);
+    } else {
+        sb_printf(b, "#define %sCLASS_NAMES NULL\n", P);
+    }
     sb_printf(b, "static const int64_t %sin_shape[%d] = {", P, in->rank);
     for (int d = 0; d < in->rank; d++)
         sb_printf(b, "%s%lld", d ? ", " : "", (long long)in->shape[d]);
@@ -950,7 +1142,11 @@ kiln_status kiln_aot_compile(const kiln_graph *forward, const kiln_aot_options *
     for (int i = 0; !st && i < plan.nt && !batch; i++)
         if (is_io_in(&plan.t[i]) && plan.t[i].rank) batch = plan.t[i].shape[0];
     bool split = llvm && tgt.cross; /* obj: the kernels' object and NAME.c */
-    if (!st && o->emit == KILN_AOT_EXE) st = write_main(&mainsrc, &plan, P, name, &batch, err);
+    double thresh = 0.0;
+    kiln_aot_task task = kiln_aot_task_of(forward, &thresh);
+    if (o->thresh > 0.0) thresh = o->thresh;
+    if (!st && o->emit == KILN_AOT_EXE)
+        st = write_main(&mainsrc, &plan, P, name, &batch, task, o, thresh, err);
     if (!st && o->weights) st = make_blob(forward, &plan, o->weights, &blob, err);
     if (!st) {
         write_header(&hdr, &plan, P, name, o, batch, tgt.desc, split);

@@ -455,3 +455,119 @@ kiln_status kiln_load(kiln_program *p, const char *path, int with_state, int str
 {
     return kiln_load_ex(p, path, with_state, strict, NULL, err);
 }
+
+/* ---- loading by matching names (transfer learning) ------------------------- */
+
+void kiln_load_report_free(kiln_load_report *r)
+{
+    if (!r) return;
+    char **lists[5] = {r->loaded, r->skipped, r->refused, r->missing, r->refused_why};
+    int counts[5] = {r->nloaded, r->nskipped, r->nrefused, r->nmissing, r->nrefused};
+    for (int k = 0; k < 5; k++) {
+        for (int i = 0; lists[k] && i < counts[k]; i++) free(lists[k][i]);
+        free(lists[k]);
+    }
+    memset(r, 0, sizeof *r);
+}
+
+/* Appends a copy of s to list (room for every tensor was made up front). */
+static bool report_add(char **list, int *n, const char *s)
+{
+    char *c = strdup(s);
+    if (!c) return false;
+    list[(*n)++] = c;
+    return true;
+}
+
+kiln_status kiln_load_matching(kiln_program *p, const char *path, kiln_load_report *report,
+                               char **err)
+{
+    if (err) *err = NULL;
+    kiln_load_report local;
+    kiln_load_report *r = report ? report : &local;
+    memset(r, 0, sizeof *r);
+    if (!p || !path)
+        return kiln_set_err(err, KILN_ERR_INVALID, "kiln_load_matching: %s is NULL",
+                            !p ? "the program" : "the path");
+    kiln_safetensors *st;
+    kiln_status s = kiln_safetensors_open(path, &st, err);
+    if (s) return s;
+    ptensor *pt = NULL;
+    int n = 0, nf = kiln_safetensors_count(st);
+    int *dst = NULL; /* per file tensor: index into pt, or -1 */
+    bool *filled = NULL;
+    if ((s = program_tensors(p, &pt, &n, err, path))) goto done;
+    size_t nfile = (size_t)(nf ? nf : 1), nprog = (size_t)(n ? n : 1);
+    dst = malloc(nfile * sizeof *dst);
+    filled = calloc(nprog, sizeof *filled);
+    r->loaded = calloc(nfile, sizeof(char *));
+    r->skipped = calloc(nfile, sizeof(char *));
+    r->refused = calloc(nfile, sizeof(char *));
+    r->refused_why = calloc(nfile, sizeof(char *));
+    r->missing = calloc(nprog, sizeof(char *));
+    if (!dst || !filled || !r->loaded || !r->skipped || !r->refused || !r->refused_why ||
+        !r->missing) {
+        s = kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    char a[256], b[256], why[800];
+    bool ok = true;
+    for (int j = 0; j < nf && ok; j++) {
+        const kiln_st_info *f = kiln_safetensors_info(st, j);
+        const ptensor *q = ptensor_find(pt, n, f->name, strlen(f->name));
+        dst[j] = -1;
+        if (!q || !wanted(&q->info, 0)) {
+            ok = report_add(r->skipped, &r->nskipped, f->name);
+            continue;
+        }
+        const kiln_tensor_info *info = &q->info;
+        bool same = f->supported && f->dtype == info->dtype && f->rank == info->rank &&
+                    f->bytes == info->bytes;
+        for (int k = 0; same && k < f->rank; k++) same = f->shape[k] == info->shape[k];
+        if (!same) {
+            snprintf(why, sizeof why, "'%.200s' is %s in the file but %s in the program%s",
+                     f->name, describe(a, sizeof a, f->dtype_str, f->rank, f->shape),
+                     describe(b, sizeof b, dtype_str(info->dtype), info->rank, info->shape),
+                     f->supported ? "" : " (kiln cannot load that dtype)");
+            ok = report_add(r->refused, &r->nrefused, f->name) &&
+                 report_add(r->refused_why, &(int){r->nrefused - 1}, why);
+            continue;
+        }
+        dst[j] = (int)(q - pt);
+        filled[dst[j]] = true;
+        ok = report_add(r->loaded, &r->nloaded, f->name);
+    }
+    for (int i = 0; i < n && ok; i++)
+        if (wanted(&pt[i].info, 0) && !filled[i])
+            ok = report_add(r->missing, &r->nmissing, pt[i].info.name);
+    if (!ok) {
+        s = kiln_set_err(err, KILN_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    if (r->nloaded == 0) {
+        s = kiln_set_err(err, KILN_ERR_NOT_FOUND, "%s: no tensor of the file matches a parameter "
+                         "or model state of the program by name and shape (%d tensor%s in the "
+                         "file: %d with names the program lacks, %d with other shapes or dtypes%s%s)",
+                         path, nf, nf == 1 ? "" : "s", r->nskipped, r->nrefused,
+                         r->nrefused ? "; first: " : "", r->nrefused ? r->refused_why[0] : "");
+        goto done;
+    }
+    for (int j = 0; j < nf; j++) {
+        if (dst[j] < 0) continue;
+        const kiln_tensor_info *info = &pt[dst[j]].info;
+        void *data = kiln_program_data(p, info->name, NULL);
+        if (!data && info->bytes) {
+            s = kiln_set_err(err, KILN_ERR_INTERNAL,
+                             "%s: the program has no storage for tensor '%s'", path, info->name);
+            goto done;
+        }
+        if ((s = kiln_safetensors_read(st, j, data, info->bytes, err))) goto done;
+    }
+done:
+    free(dst);
+    free(filled);
+    free(pt);
+    kiln_safetensors_close(st);
+    if (!report) kiln_load_report_free(&local);
+    return s;
+}

@@ -39,6 +39,7 @@ kiln_learner_options kiln_learner_defaults(void)
     o.history_path = NULL;
     o.history_append = 0;
     o.valid_tail = NULL;
+    o.train_bn = 1;
     return o;
 }
 
@@ -55,6 +56,8 @@ const char *kiln_learner_error(const kiln_learner *l)
 {
     return l ? l->err : "";
 }
+
+static kiln_status apply_freeze(kiln_learner *l);
 
 /* ---- reading the program ------------------------------------------------- */
 
@@ -260,6 +263,18 @@ static int need_hparam(kiln_program *p, const char *name)
     return has_tensor(p, name, KILN_ROLE_HPARAM, NULL);
 }
 
+/* A batchnorm parameter: "<X>.weight" or "<X>.bias" beside the model state
+ * "<X>.running_mean" (the rule of passes/train.c). */
+static int is_bn_param(kiln_program *p, const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || (strcmp(dot, ".weight") && strcmp(dot, ".bias"))) return 0;
+    char rm[512];
+    snprintf(rm, sizeof rm, "%.*s.running_mean", (int)(dot - name), name);
+    kiln_tensor_info t;
+    return has_tensor(p, rm, KILN_ROLE_STATE, &t) && t.model_state;
+}
+
 /* The tail program: same input and target per sample, the main program's
  * metrics by name, and every parameter and constant of the tail present in
  * the main program with the same size (those are copied before use). */
@@ -386,7 +401,7 @@ static kiln_status setup(kiln_learner *l, kiln_program *p)
         return kiln_learner_fail(l, KILN_ERR_NOMEM, "out of memory");
     for (int k = 0; k < l->main.nmetrics; k++) l->metric_names[k] = l->main.metrics[k].name;
 
-    /* parameters, for SGD's decoupled weight decay */
+    /* parameters, for SGD's decoupled weight decay, and their groups */
     int nt = kiln_program_num_tensors(p);
     l->params = calloc((size_t)(nt ? nt : 1), sizeof *l->params);
     if (!l->params) return kiln_learner_fail(l, KILN_ERR_NOMEM, "out of memory");
@@ -401,8 +416,20 @@ static kiln_status setup(kiln_learner *l, kiln_program *p)
         r->data = kiln_program_data(p, t.name, NULL);
         r->dtype = t.dtype;
         r->numel = t.bytes / kiln_dtype_size(t.dtype);
+        r->group = t.group;
+        r->bn = is_bn_param(p, t.name);
+        if (t.group + 1 > l->ngroups) l->ngroups = t.group + 1;
     }
+    if (l->ngroups < 1) l->ngroups = 1;
+    if (l->ngroups > 1 && !need_hparam(p, "lr_mult.0"))
+        return kiln_learner_fail(l, KILN_ERR_INVALID, "the program's parameters are in %d groups "
+                                 "but its train_step has no per-group hyperparameters "
+                                 "(lr_mult.<k>)", l->ngroups);
+    l->mults = malloc((size_t)l->ngroups * sizeof *l->mults);
+    if (!l->mults) return kiln_learner_fail(l, KILN_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < l->ngroups; k++) l->mults[k] = 1.0;
 
+    if ((st = apply_freeze(l))) return st; /* every group trains */
     if (kiln_loader_new(l->train, B, 1, 1, l->o.seed, &l->tl))
         return kiln_learner_fail(l, KILN_ERR_NOMEM, "cannot make the training loader");
     if (l->valid && kiln_loader_new(l->valid, B, 0, 0, 0, &l->vl))
@@ -448,6 +475,7 @@ void kiln_learner_free(kiln_learner *l)
     free(l->tail.metrics);
     free(l->copies);
     free(l->params);
+    free(l->mults);
     free(l->metric_names);
     free(l->last_metrics);
     free(l->lf_lrs);
@@ -500,15 +528,22 @@ static kiln_status set_hp(kiln_learner *l, const char *name, double v)
     return KILN_OK;
 }
 
+/* Whether a parameter is frozen now (kiln_learner_freeze_to, train_bn). */
+static int param_frozen(const kiln_learner *l, const kiln_param_ref *r)
+{
+    return r->group < l->frozen_idx && !(r->bn && l->o.train_bn);
+}
+
 static kiln_status train_step(kiln_learner *l, double lr, double mom)
 {
     double wd = l->o.wd;
     if (!l->adamw && l->o.true_wd && wd != 0) {
         /* fastai's OptimWrapper with true_wd: p *= 1 - lr*wd before the
          * step, and the optimizer's own weight decay off. */
-        double f = 1.0 - lr * wd;
         for (int i = 0; i < l->nparams; i++) {
             kiln_param_ref *r = &l->params[i];
+            if (param_frozen(l, r)) continue; /* not touched at all */
+            double f = 1.0 - lr * l->mults[r->group] * wd;
             if (r->dtype == KILN_F32) {
                 float *p = r->data, ff = (float)f;
                 for (size_t k = 0; k < r->numel; k++) p[k] *= ff;
@@ -616,9 +651,34 @@ static void hparams_at(const kiln_fit_plan *plan, int64_t i, int64_t total, doub
     }
 }
 
+/* The groups' lr multipliers of this fit call: lrs[k] / max_lr of
+ * slice(lr_lo, max_lr), else 1; set as the program's "lr_mult.<k>". */
+static kiln_status set_group_lrs(kiln_learner *l, const kiln_fit_plan *plan)
+{
+    int n = l->ngroups;
+    for (int k = 0; k < n; k++) l->mults[k] = 1.0;
+    if (plan->kind == KILN_SCHED_ONE_CYCLE && plan->lr_lo != 0) {
+        kiln_status st = kiln_lr_slice(plan->lr_lo, plan->max_lr, n, l->mults);
+        if (st)
+            return kiln_learner_fail(l, st, "the lr range slice(%g, %g) is not valid: both must "
+                                     "be finite and > 0", plan->lr_lo, plan->max_lr);
+        for (int k = 0; k < n; k++) l->mults[k] /= plan->max_lr;
+    }
+    for (int k = 0; k < n && n > 1; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "lr_mult.%d", k);
+        kiln_status st = set_hp(l, name, l->mults[k]);
+        if (st) return st;
+    }
+    return KILN_OK;
+}
+
 kiln_status kiln_learner_run(kiln_learner *l, const kiln_fit_plan *plan)
 {
     int lrf = plan->kind == KILN_SCHED_LR_FIND;
+    l->err[0] = 0;
+    kiln_status gst = set_group_lrs(l, plan);
+    if (gst) return gst;
     int nm = l->main.nmetrics, ncols = 4 + nm;
     const char **names = calloc((size_t)ncols, sizeof *names);
     char(*cells)[48] = calloc((size_t)ncols, sizeof *cells);
@@ -772,6 +832,7 @@ kiln_status kiln_fit_one_cycle_ex(kiln_learner *l, int64_t epochs, double max_lr
     plan.kind = KILN_SCHED_ONE_CYCLE;
     plan.oc = opt ? *opt : kiln_one_cycle_defaults();
     plan.max_lr = max_lr;
+    plan.lr_lo = plan.oc.lr_lo;
     plan.first_epoch = plan.oc.start_epoch;
     plan.epochs = epochs;
     if (epochs < 0 || !isfinite(max_lr) || max_lr <= 0)
@@ -786,10 +847,117 @@ kiln_status kiln_fit_one_cycle_ex(kiln_learner *l, int64_t epochs, double max_lr
         plan.oc.final_div < 0)
         return kiln_learner_fail(l, KILN_ERR_INVALID, "kiln_fit_one_cycle: pct_start must be in "
                                  "[0, 1], div_factor > 0, final_div >= 0");
+    if (!isfinite(plan.lr_lo) || (plan.lr_lo > 0 && plan.lr_lo > max_lr))
+        return kiln_learner_fail(l, KILN_ERR_INVALID, "kiln_fit_one_cycle: the lr range "
+                                 "slice(%g, %g) needs a finite lr_lo <= max_lr", plan.lr_lo,
+                                 max_lr);
     return kiln_learner_run(l, &plan);
 }
 
 kiln_status kiln_fit_one_cycle(kiln_learner *l, int64_t epochs, double max_lr)
 {
     return kiln_fit_one_cycle_ex(l, epochs, max_lr, NULL);
+}
+
+/* ---- parameter groups ------------------------------------------------------ */
+
+int kiln_learner_num_groups(const kiln_learner *l) { return l ? l->ngroups : 0; }
+int kiln_learner_frozen_groups(const kiln_learner *l) { return l ? l->frozen_idx : 0; }
+
+kiln_status kiln_lr_slice(double lo, double hi, int n, double *lrs)
+{
+    if (!lrs || n < 1 || !isfinite(hi) || !(hi > 0) || !isfinite(lo)) return KILN_ERR_INVALID;
+    if (lo <= 0) { /* slice(hi): hi/10 for all but the last group */
+        for (int i = 0; i < n - 1; i++) lrs[i] = hi / 10;
+        lrs[n - 1] = hi;
+        return KILN_OK;
+    }
+    if (n == 1) {
+        lrs[0] = hi;
+        return KILN_OK;
+    }
+    /* fastai's even_mults: start * (step ** i), step = (stop/start) ** (1/(n-1)) */
+    double step = pow(hi / lo, 1.0 / (double)(n - 1));
+    for (int i = 0; i < n; i++) lrs[i] = lo * pow(step, (double)i);
+    return KILN_OK;
+}
+
+/* Sets every group's frozen.<k> and frozen_bn.<k> the program has. */
+static kiln_status apply_freeze(kiln_learner *l)
+{
+    for (int k = 0; k < l->ngroups && l->ngroups > 1; k++) {
+        char name[64];
+        int frozen = k < l->frozen_idx;
+        snprintf(name, sizeof name, "frozen.%d", k);
+        kiln_status st = need_hparam(l->main.p, name) ? set_hp(l, name, frozen) : KILN_OK;
+        snprintf(name, sizeof name, "frozen_bn.%d", k);
+        if (!st && need_hparam(l->main.p, name)) st = set_hp(l, name, frozen && !l->o.train_bn);
+        if (st) return st;
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_learner_freeze_to(kiln_learner *l, int n)
+{
+    if (!l) return KILN_ERR_INVALID;
+    int64_t k = n >= 0 ? n : (int64_t)l->ngroups + n;
+    if (k < 0) k = 0;
+    if (k > l->ngroups) k = l->ngroups;
+    if (k > 0 && l->ngroups == 1)
+        return kiln_learner_fail(l, KILN_ERR_INVALID, "freeze_to(%d): the program has one "
+                                 "parameter group, and freezing it would freeze the whole model; "
+                                 "split the model into groups (`group NAME` in the model file, "
+                                 "kiln_set_param_group)", n);
+    l->frozen_idx = (int)k;
+    return apply_freeze(l);
+}
+
+kiln_status kiln_learner_freeze(kiln_learner *l) { return kiln_learner_freeze_to(l, -1); }
+kiln_status kiln_learner_unfreeze(kiln_learner *l) { return kiln_learner_freeze_to(l, 0); }
+
+kiln_fine_tune_options kiln_fine_tune_defaults(void)
+{
+    kiln_fine_tune_options o;
+    memset(&o, 0, sizeof o);
+    o.freeze_epochs = 1;
+    o.lr_mult = 100;
+    o.pct_start = 0.3;
+    o.div = 5.0;
+    return o;
+}
+
+kiln_status kiln_fine_tune(kiln_learner *l, int64_t epochs, double base_lr,
+                           const kiln_fine_tune_options *opt)
+{
+    if (!l) return KILN_ERR_INVALID;
+    kiln_fine_tune_options o = opt ? *opt : kiln_fine_tune_defaults();
+    if (epochs < 0 || o.freeze_epochs < 0 || !isfinite(base_lr) || !(base_lr > 0) ||
+        !(o.lr_mult > 0) || !(o.div > 0) || !(o.pct_start >= 0 && o.pct_start <= 1))
+        return kiln_learner_fail(l, KILN_ERR_INVALID, "kiln_fine_tune: epochs and freeze_epochs "
+                                 "must be >= 0, base_lr, lr_mult and div > 0, pct_start in [0, 1] "
+                                 "(got %lld, %lld, %g, %g, %g, %g)", (long long)epochs,
+                                 (long long)o.freeze_epochs, base_lr, o.lr_mult, o.div,
+                                 o.pct_start);
+    kiln_status st = kiln_learner_freeze(l);
+    if (st) return st;
+    if (o.freeze_epochs > 0) {
+        kiln_one_cycle_options oc = kiln_one_cycle_defaults();
+        oc.pct_start = 0.99;
+        oc.final_div = 1e5; /* fastai v2's div_final */
+        oc.lr_lo = -1;      /* slice(base_lr) */
+        st = kiln_fit_one_cycle_ex(l, o.freeze_epochs, base_lr, &oc);
+        if (st || l->stopped) {
+            kiln_status u = kiln_learner_unfreeze(l);
+            return st ? st : u;
+        }
+    }
+    base_lr /= 2;
+    if ((st = kiln_learner_unfreeze(l))) return st;
+    if (epochs == 0) return KILN_OK;
+    kiln_one_cycle_options oc = kiln_one_cycle_defaults();
+    oc.pct_start = o.pct_start;
+    oc.div_factor = o.div;
+    oc.final_div = 1e5;
+    oc.lr_lo = base_lr / o.lr_mult;
+    return kiln_fit_one_cycle_ex(l, epochs, base_lr, &oc);
 }

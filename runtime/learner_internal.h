@@ -43,6 +43,8 @@ typedef struct kiln_param_ref {
     void *data;
     kiln_dtype dtype;
     size_t numel;
+    int group; /* its parameter group */
+    int bn;    /* a batchnorm parameter (trains in a frozen group with train_bn) */
 } kiln_param_ref;
 
 struct kiln_learner {
@@ -59,6 +61,9 @@ struct kiln_learner {
     kiln_param_ref *params;
     int nparams;
     const char **metric_names;
+    int ngroups;    /* parameter groups (1: the program has no group hparams) */
+    int frozen_idx; /* groups [0, frozen_idx) frozen (kiln_learner_freeze_to) */
+    double *mults;  /* per group: its lr / the scheduled lr, this fit call */
 
     int64_t step, epoch;
     int stopped;
@@ -87,6 +92,8 @@ typedef struct kiln_fit_plan {
     kiln_sched_kind kind;
     double lr, mom;              /* KILN_SCHED_CONST */
     double max_lr;               /* KILN_SCHED_ONE_CYCLE */
+    double lr_lo;                /* KILN_SCHED_ONE_CYCLE: slice(lr_lo, max_lr) (see
+                                    kiln_one_cycle_options.lr_lo) */
     kiln_one_cycle_options oc;
     kiln_lr_finder *finder;      /* KILN_SCHED_LR_FIND */
     int64_t first_epoch, epochs; /* schedule epochs [first_epoch, epochs) run */

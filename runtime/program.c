@@ -80,6 +80,7 @@ typedef struct ptensor {
     bool model_state; /* a STATE leaf of the model graph itself (batchnorm's running
                          statistics): kept in P with the parameters, set by
                          kiln_program_init_params, not optimizer state */
+    int group;       /* PARAM tensors: the parameter group (kiln_set_param_group) */
     bool is_const;   /* a returned `const` node: no kernel writes it */
     double const_value;
 } ptensor;
@@ -623,6 +624,9 @@ static kiln_status build(const kiln_graph *forward, const kiln_compile_options *
         const kiln_node *n = &forward->nodes[i];
         int k = n->op == KILN_OP_INPUT && n->role == KILN_ROLE_STATE ? find_tensor(b, n->name) : -1;
         if (k >= 0) b->t[k].model_state = true;
+        /* parameter groups (freezing, discriminative learning rates) */
+        k = n->op == KILN_OP_INPUT && n->role == KILN_ROLE_PARAM ? find_tensor(b, n->name) : -1;
+        if (k >= 0) b->t[k].group = n->group;
     }
     layout_tensors(b);
     for (int e = 0; e < b->plan.nentries; e++) {
@@ -891,6 +895,11 @@ kiln_status kiln_compile(const kiln_graph *forward, const kiln_compile_options *
                     v = hparam_defaults[k].value;
                     set = true;
                 }
+            /* a parameter group's learning-rate multiplier (passes/train.c) */
+            if (!strncmp(t->name, "lr_mult.", 8)) {
+                v = 1.0;
+                set = true;
+            }
         }
         if (set)
             for (int64_t j = 0; j < t->numel; j++) kiln_elem_store(t->dtype, tensor_data(p, t), j, v);
@@ -1014,6 +1023,7 @@ static void fill_info(const ptensor *t, kiln_tensor_info *info)
     memcpy(info->shape, t->shape, sizeof info->shape);
     info->bytes = t->bytes;
     info->model_state = t->model_state;
+    info->group = t->group;
 }
 
 kiln_status kiln_program_tensor(const kiln_program *p, int i, kiln_tensor_info *info)

@@ -6,6 +6,7 @@
  * softmax and format), for comparison. */
 #include "tools/cli.h"
 #include "kiln/aot.h"
+#include "ir/graph.h"
 
 #include <errno.h>
 #include <math.h>
@@ -13,7 +14,41 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
+
+/* --data DIR or --classes FILE (at most one): class names and, from a data
+ * set, the statistics its images are normalised with; the data set is
+ * opened at the model's input size and channels. 0, or the exit status
+ * after printing why. */
+static int read_names(const char *cmd, const kiln_graph *g, const char *data, const char *classes,
+                      kiln_aot_data *d)
+{
+    memset(d, 0, sizeof *d);
+    d->mean = KILN_FASHION_MNIST_MEAN;
+    d->std = KILN_FASHION_MNIST_STD;
+    if (!data && !classes) return 0;
+    if (data && classes) {
+        fprintf(stderr, "kiln %s: give --data DIR or --classes FILE, not both\n", cmd);
+        return EXIT_USAGE;
+    }
+    int c = 0, h = 0, w = 0;
+    kiln_value x = kiln_graph_find_role(g, KILN_ROLE_INPUT);
+    if (x >= 0 && g->nodes[x].rank == 4) {
+        c = (int)g->nodes[x].shape[1];
+        h = (int)g->nodes[x].shape[2];
+        w = (int)g->nodes[x].shape[3];
+    }
+    char *err = NULL;
+    kiln_status st = data ? kiln_aot_data_read(data, c, h, w, d, &err)
+                          : kiln_aot_classes_read(classes, d, &err);
+    if (st) {
+        fprintf(stderr, "kiln %s: %s\n", cmd, err ? err : kiln_status_str(st));
+        free(err);
+        return st == KILN_ERR_NOMEM ? EXIT_RUN : EXIT_USAGE;
+    }
+    return 0;
+}
 
 int cmd_aot(const cli *c)
 {
@@ -41,8 +76,19 @@ int cmd_aot(const cli *c)
     o.verbose = c->verbose;
     kiln_graph *fwd = cli_load_model(c, c->batch);
     if (!fwd) return EXIT_USAGE;
+    kiln_aot_data names;
+    int rc = read_names("compile", fwd, c->data, c->classes, &names);
+    if (rc) {
+        kiln_graph_free(fwd);
+        return rc;
+    }
+    o.class_names = (const char *const *)names.names;
+    o.nclass_names = names.nnames;
+    o.norm_mean = names.mean;
+    o.norm_std = names.std;
     char *err = NULL;
     kiln_status st = kiln_aot_compile(fwd, &o, &err);
+    kiln_aot_data_free(&names);
     kiln_graph_free(fwd);
     if (st) {
         fprintf(stderr, "kiln compile: %s\n", err ? err : kiln_status_str(st));
@@ -65,7 +111,11 @@ int cmd_aot(const cli *c)
 static int predict_usage(void)
 {
     fprintf(stderr, "usage: kiln predict MODEL --weights W.safetensors INPUTS... [--topk K] "
-            "[--json] [--limit N] [--bs N] [--threads N] [--backend c|llvm|ref]\n");
+            "[--json] [--limit N] [--bs N] [--threads N] [--backend c|llvm|ref]\n"
+            "       [--data DIR | --classes FILE] [--thresh T] [--out DIR]\n"
+            "  prints what `kiln compile MODEL --emit exe` (given the same --data or --classes)\n"
+            "  prints: classes, multi-label tags (--thresh), segmentation masks written to\n"
+            "  --out DIR, or regression values\n");
     return EXIT_USAGE;
 }
 
@@ -76,7 +126,9 @@ int cmd_predict(int argc, char **argv)
     c.cmd = "predict";
     c.batch = 64;
     long long topk = 0, limit = -1;
-    int json = 0, ninputs = 0;
+    int json = 0, ninputs = 0, thresh_given = 0;
+    double thresh = 0.0;
+    const char *outdir = NULL;
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
     if (!inputs) return EXIT_RUN;
     for (int i = 2; i < argc; i++) {
@@ -84,19 +136,35 @@ int cmd_predict(int argc, char **argv)
         if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--weights") || !strcmp(a, "--topk") || !strcmp(a, "--limit") ||
-                   !strcmp(a, "--bs") || !strcmp(a, "--threads") || !strcmp(a, "--backend")) {
+                   !strcmp(a, "--bs") || !strcmp(a, "--threads") || !strcmp(a, "--backend") ||
+                   !strcmp(a, "--data") || !strcmp(a, "--classes") || !strcmp(a, "--thresh") ||
+                   !strcmp(a, "--out")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "kiln predict: %s needs a value\n", a);
                 free(inputs);
                 return EXIT_USAGE;
             }
             const char *v = argv[++i];
-            if (!strcmp(a, "--weights") || !strcmp(a, "--backend")) {
-                if (a[2] == 'w') c.weights = v;
-                else c.backend = v;
+            int str = 1;
+            if (!strcmp(a, "--weights")) c.weights = v;
+            else if (!strcmp(a, "--backend")) c.backend = v;
+            else if (!strcmp(a, "--data")) c.data = v;
+            else if (!strcmp(a, "--classes")) c.classes = v;
+            else if (!strcmp(a, "--out")) outdir = v;
+            else str = 0;
+            if (str) continue;
+            char *end = NULL;
+            if (!strcmp(a, "--thresh")) {
+                thresh = strtod(v, &end);
+                if (!*v || *end || !(thresh >= 0.0 && thresh < 1.0)) {
+                    fprintf(stderr, "kiln predict: --thresh wants a probability in [0, 1), "
+                            "got '%s'\n", v);
+                    free(inputs);
+                    return EXIT_USAGE;
+                }
+                thresh_given = 1;
                 continue;
             }
-            char *end = NULL;
             long long x = strtoll(v, &end, 10);
             if (!*v || *end || x <= 0 || x > (1ll << 40)) {
                 fprintf(stderr, "kiln predict: %s wants a positive integer, got '%s'\n", a, v);
@@ -125,16 +193,19 @@ int cmd_predict(int argc, char **argv)
     kiln_compile_options co;
     kiln_graph *fwd = NULL;
     kiln_program *p = NULL;
-    kiln_in_images im = {NULL, 0};
+    kiln_in_images im = {NULL, 0, NULL, NULL};
+    kiln_aot_data names = {NULL, 0, 0.0f, 1.0f};
     float *batch = NULL, *logits = NULL;
-    int *order = NULL;
-    double *prob = NULL;
     char *err = NULL;
     char msg[1024];
     if (!cli_compile_options(&c, &co) || !(fwd = cli_load_model(&c, c.batch))) {
         rc = EXIT_USAGE;
         goto done;
     }
+    if ((rc = read_names("predict", fwd, c.data, c.classes, &names))) goto done;
+    double model_thresh = 0.0;
+    kiln_aot_task task = kiln_aot_task_of(fwd, &model_thresh);
+    if (!thresh_given) thresh = model_thresh;
     kiln_graph *cls = NULL;
     kiln_status st = kiln_aot_classifier(fwd, &cls, &err);
     if (!st) {
@@ -156,18 +227,47 @@ int cmd_predict(int argc, char **argv)
         if (t.role == KILN_ROLE_INPUT && !nin++) in = t;
         if (t.role == KILN_ROLE_OUTPUT && !nout++) out = t;
     }
-    if (nin != 1 || in.dtype != KILN_F32 || !nout || out.dtype != KILN_F32 || out.rank != 2 ||
-        out.shape[0] != in.shape[0]) {
-        fprintf(stderr, "kiln predict: %s is not a classifier with one f32 input and an f32 "
-                "output [B, classes]\n", c.model);
+    int want_rank = task == KILN_AOT_SEGMENT ? 4 : task == KILN_AOT_REGRESS ? 0 : 2;
+    if (nin != 1 || in.dtype != KILN_F32 || !nout || out.dtype != KILN_F32 || out.rank < 1 ||
+        out.shape[0] != in.shape[0] || (want_rank && out.rank != want_rank)) {
+        fprintf(stderr, "kiln predict: %s needs one f32 input and an f32 output %s\n", c.model,
+                task == KILN_AOT_SEGMENT ? "[B, classes, H, W]"
+                : task == KILN_AOT_REGRESS ? "[B, ...]" : "[B, classes]");
         rc = EXIT_USAGE;
         goto done;
     }
-    int64_t B = in.shape[0];
+    int64_t B = in.shape[0], out_numel = 1;
+    for (int d = 1; d < out.rank; d++) out_numel *= out.shape[d];
+    kiln_out_spec ospec;
+    memset(&ospec, 0, sizeof ospec);
+    ospec.task = (int)task;
+    ospec.classes = task == KILN_AOT_REGRESS ? out_numel : out.shape[1];
+    ospec.numel = out_numel;
+    if (task == KILN_AOT_SEGMENT) {
+        ospec.h = out.shape[2];
+        ospec.w = out.shape[3];
+    }
+    if (names.nnames && task != KILN_AOT_REGRESS) {
+        if (names.nnames != ospec.classes) {
+            fprintf(stderr, "kiln predict: %d class names (--data / --classes) but the model's "
+                    "output has %lld classes\n", names.nnames, (long long)ospec.classes);
+            rc = EXIT_USAGE;
+            goto done;
+        }
+        ospec.names = (const char *const *)names.names;
+    }
+    ospec.thresh = thresh;
+    ospec.topk = (int)topk;
+    ospec.json = json;
+    ospec.outdir = outdir;
+    if (kiln_out_setup(&ospec, thresh_given, msg, sizeof msg)) {
+        fprintf(stderr, "kiln predict: %s\n", msg);
+        rc = EXIT_USAGE;
+        goto done;
+    }
     kiln_in_spec spec;
-    kiln_in_make_spec(&spec, in.rank, in.shape, KILN_FASHION_MNIST_MEAN, KILN_FASHION_MNIST_STD);
+    kiln_in_make_spec(&spec, in.rank, in.shape, names.mean, names.std);
     int64_t in_numel = spec.numel;
-    int classes = (int)out.shape[1];
     for (int i = 0; i < ninputs; i++)
         if (kiln_in_read(inputs[i], &spec, &im, msg, sizeof msg)) {
             fprintf(stderr, "kiln predict: %s\n", msg);
@@ -175,10 +275,8 @@ int cmd_predict(int argc, char **argv)
             goto done;
         }
     batch = calloc((size_t)B * (size_t)in_numel, sizeof *batch);
-    logits = calloc((size_t)B * (size_t)classes, sizeof *logits);
-    order = calloc((size_t)classes, sizeof *order);
-    prob = calloc((size_t)classes, sizeof *prob);
-    if (!batch || !logits || !order || !prob) {
+    logits = calloc((size_t)B * (size_t)out_numel, sizeof *logits);
+    if (!batch || !logits) {
         fprintf(stderr, "kiln predict: out of memory\n");
         rc = EXIT_RUN;
         goto done;
@@ -198,17 +296,22 @@ int cmd_predict(int argc, char **argv)
             goto done;
         }
         for (int64_t j = 0; j < m; j++)
-            kiln_in_print(s + j, logits + (size_t)j * (size_t)classes, classes, (int)topk, json,
-                          s + j == 0, order, prob);
+            if (kiln_out_print(&ospec, &im, s + j, logits + (size_t)j * (size_t)out_numel, msg,
+                               sizeof msg)) {
+                if (json) printf("\n]\n");
+                fflush(stdout);
+                fprintf(stderr, "kiln predict: %s\n", msg);
+                rc = EXIT_RUN;
+                goto done;
+            }
     }
     if (json) printf("%s]\n", total ? "\n" : "");
 done:
     free(err);
-    free(im.x);
+    kiln_in_free(&im);
+    kiln_aot_data_free(&names);
     free(batch);
     free(logits);
-    free(order);
-    free(prob);
     free(inputs);
     kiln_program_free(p);
     kiln_graph_free(fwd);

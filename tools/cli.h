@@ -16,6 +16,7 @@ typedef struct cli {
     const char *target; /* --target NAME: the C backend's ISA (NULL: the host) */
     const char *weights; /* --weights FILE.safetensors: compile --emit exe|lib|c */
     const char *cpu;     /* --cpu NAME: compile --emit exe|lib|obj|c (LLVM's CPU names) */
+    const char *classes; /* --classes FILE: compile --emit exe, predict: class names */
     int64_t batch, epochs, limit;
     int64_t threads; /* --threads N; 0: one per core */
     double lr, wd;
@@ -35,6 +36,13 @@ typedef struct cli {
     int64_t dim_s;    /* the size of the current stage of --sizes (0: none) */
     int stage;        /* its index: stages after the first append to --history */
     bool lr_set, wd_set;
+    /* transfer learning (tools/train.c): --lr LO:HI gives lr_lo = LO (fastai's
+     * slice(LO, HI), HI in lr; ":HI" gives lr_lo -1, slice(HI)), --freeze-to N,
+     * --freeze-epochs N (fastai's fine_tune), --init-from FILE (weights of
+     * another model, by name and shape) */
+    double lr_lo;
+    const char *freeze_to, *init_from;
+    int64_t freeze_epochs;
 } cli;
 
 /* Parses argv[2..] into c; prints the problem and returns false on a usage

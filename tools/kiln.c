@@ -3,7 +3,8 @@
  *   kiln train MODEL    [--data DIR] [--epochs N] [--lr X] [--bs N] [--opt adamw|sgd]
  *                       [--wd X] [--seed N] [--backend c|llvm|ref] [--save FILE] [--load FILE]
  *                       [--history FILE] [--schedule one-cycle|const] [--limit N]
- *                       [--threads N] [--target NAME]
+ *                       [--threads N] [--target NAME] [--lr LO:HI] [--freeze-to N]
+ *                       [--freeze-epochs N] [--init-from FILE]
  *   kiln lr-find MODEL  [--plot FILE.svg] [same data and model options]
  *   kiln compile MODEL  [--bs N] [--emit ir|c] [--program forward|train|eval]
  *                       [--opt adamw|sgd] [--nesterov] [--print-after PASS|all] [-o FILE]
@@ -12,6 +13,7 @@
  *                       [--backend c|llvm] [--target T|TRIPLE] [--cpu CPU]
  *                       (ahead-of-time artifacts, tools/aot.c)
  *   kiln predict MODEL  --weights W.safetensors INPUTS... [--topk K] [--json] [--limit N]
+ *                       [--data DIR | --classes FILE] [--thresh T] [--out DIR]
  *   kiln info MODEL     [--bs N] [--threads N] [--timings [--backend c|llvm|both]]
  *   kiln check MODEL    [--bs N]
  *   kiln bench peak|stream|gemm|eltwise|step MODEL [options]   (tools/bench.c)
@@ -47,6 +49,14 @@ static const char usage_text[] =
     "                      points.csv with images/ and valid.txt (fastai's layouts)\n"
     "  --epochs N          epochs to train (default 5)\n"
     "  --lr X              max learning rate of one-cycle, or the constant rate (default 2e-3)\n"
+    "  --lr LO:HI          one-cycle: the parameter groups' max rates from LO (first group)\n"
+    "                      to HI (last), fastai's slice(LO, HI); :HI is slice(HI)\n"
+    "  --freeze-to N       train: freeze parameter groups [0, N) (N < 0 counts from the end;\n"
+    "                      -1 trains only the last group; batchnorm layers still train)\n"
+    "  --freeze-epochs N   train: fastai's fine_tune: N epochs with only the last group,\n"
+    "                      then --epochs unfrozen at slice(lr/200, lr/2)\n"
+    "  --init-from FILE    start from another model's weights (safetensors): every tensor\n"
+    "                      whose name and shape match; reports what it skipped\n"
     "  --bs N              batch size B (default 64)\n"
     "  --opt adamw|sgd     optimizer (default adamw, as fastai)\n"
     "  --nesterov          SGD with Nesterov momentum\n"
@@ -72,6 +82,8 @@ static const char usage_text[] =
     "  --emit exe|lib|obj|c  compile with --weights W -o NAME: a standalone executable NAME,\n"
     "                      NAME.o + NAME.h (lib; obj: weights optional), or NAME.c + NAME.h;\n"
     "                      and NAME.weights; --backend c|llvm builds the kernels\n"
+    "  --data DIR, --classes FILE  compile --emit exe: class names (and, from a data\n"
+    "                      set, its normalisation) for the executable to print\n"
     "  --target TRIPLE     compile --emit exe|lib|obj|c: also a triple (x86_64-linux-gnu,\n"
     "  --cpu CPU           aarch64-linux-gnu) and a CPU (haswell, x86-64, ...); other\n"
     "                      architectures: --emit c (C) or --emit obj (LLVM) only\n"
@@ -104,12 +116,14 @@ static const opt_row opts[] = {
     {"--epochs", O_INTS, OFF(epochs), 0},     {"--limit", O_INT, OFF(limit), 0},
     {"--size", O_INT, OFF(size), 0},         {"--augment", O_FLAG, OFF(augment), 0},
     {"--threads", O_INT, OFF(threads), 0},   {"--target", O_STR, OFF(target), 0},
-    {"--cpu", O_STR, OFF(cpu), 0},
+    {"--cpu", O_STR, OFF(cpu), 0},           {"--classes", O_STR, OFF(classes), 0},
     {"--seed", O_INT, OFF(seed), 0},         {"--lr", O_F64, OFF(lr), OFF(lr_set)},
     {"--wd", O_F64, OFF(wd), OFF(wd_set)},   {"--nesterov", O_FLAG, OFF(nesterov), 0},
     {"--verbose", O_FLAG, OFF(verbose), 0},  {"-v", O_FLAG, OFF(verbose), 0},
     {"--timings", O_FLAG, OFF(timings), 0},
     {"--sizes", O_STR, OFF(sizes), 0},       {"--dim", O_STR, OFF(dim), 0},
+    {"--freeze-to", O_STR, OFF(freeze_to), 0}, {"--init-from", O_STR, OFF(init_from), 0},
+    {"--freeze-epochs", O_INT, OFF(freeze_epochs), 0},
 };
 
 /* Whether `name` is a word of the space-separated list `allowed`. */
@@ -178,6 +192,19 @@ bool cli_parse(int argc, char **argv, cli *c, const char *allowed)
             }
             if (o->off == OFF(seed)) c->seed = (uint64_t)x;
             else *(int64_t *)(base + o->off) = x;
+        } else if (o->off == OFF(lr) && strchr(v, ':')) { /* --lr LO:HI: slice(LO, HI) */
+            const char *colon = strchr(v, ':');
+            char *e2 = NULL;
+            double lo = colon == v ? -1 : strtod(v, &end), hi = strtod(colon + 1, &e2);
+            if ((colon != v && end != colon) || e2 == colon + 1 || *e2 || !(hi > 0) || hi > 1e6 ||
+                (colon != v && !(lo > 0 && lo <= hi))) {
+                fprintf(stderr, "kiln %s: --lr wants a rate X, a range LO:HI (0 < LO <= HI: the "
+                        "parameter groups' rates from LO to HI) or :HI, got '%s'\n", c->cmd, v);
+                return false;
+            }
+            c->lr = hi;
+            c->lr_lo = lo;
+            c->lr_set = true;
         } else {
             double x = strtod(v, &end);
             if (!*v || *end || !(x >= 0) || x > 1e6) {
@@ -292,11 +319,12 @@ int main(int argc, char **argv)
     static const char common[] =
         "--bs --batch --backend --opt --optimizer --nesterov --verbose -v --threads --dim";
     static const char data[] =
-        "--data --seed --limit --wd --lr --epochs --load --size --augment --sizes";
+        "--data --seed --limit --wd --lr --epochs --load --size --augment --sizes --init-from "
+        "--freeze-to";
     char allowed[512];
     if (!strcmp(c.cmd, "train")) {
-        snprintf(allowed, sizeof allowed, "%s %s --save --history --schedule --target", common,
-                 data);
+        snprintf(allowed, sizeof allowed, "%s %s --save --history --schedule --target "
+                 "--freeze-epochs", common, data);
         return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, false) : EXIT_USAGE;
     }
     if (!strcmp(c.cmd, "lr-find")) {
@@ -304,8 +332,8 @@ int main(int argc, char **argv)
         return cli_parse(argc, argv, &c, allowed) ? cmd_train(&c, true) : EXIT_USAGE;
     }
     if (!strcmp(c.cmd, "compile") || !strcmp(c.cmd, "check")) {
-        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target --weights --cpu",
-                 common);
+        snprintf(allowed, sizeof allowed, "%s --program --emit --print-after -o --target --weights --cpu"
+                 " --data --classes", common);
         return cli_parse(argc, argv, &c, allowed) ? cmd_compile(&c, !strcmp(c.cmd, "check"))
                                                   : EXIT_USAGE;
     }

@@ -95,6 +95,51 @@ static int compile(const cli *c, const kiln_graph *g, const kiln_compile_options
     return 0;
 }
 
+/* --init-from FILE: another model's weights, every tensor whose name and
+ * shape match; what was left out is reported. */
+static int init_from(const cli *c, kiln_program *p)
+{
+    kiln_load_report r;
+    char *err = NULL;
+    kiln_status st = kiln_load_matching(p, c->init_from, &r, &err);
+    if (st) {
+        fprintf(stderr, "kiln %s: --init-from %s\n", c->cmd, err ? err : kiln_status_str(st));
+        free(err);
+        kiln_load_report_free(&r);
+        return st == KILN_ERR_NOMEM || st == KILN_ERR_INTERNAL ? EXIT_RUN : EXIT_USAGE;
+    }
+    fprintf(stderr, "kiln: --init-from %s: loaded %d tensor%s, skipped %d not in the model, "
+            "refused %d of another shape; %d of the model's kept their initialisation\n",
+            c->init_from, r.nloaded, r.nloaded == 1 ? "" : "s", r.nskipped, r.nrefused,
+            r.nmissing);
+    for (int i = 0; i < r.nskipped && i < 20; i++)
+        fprintf(stderr, "kiln:   skipped '%s'\n", r.skipped[i]);
+    if (r.nskipped > 20) fprintf(stderr, "kiln:   ... and %d more skipped\n", r.nskipped - 20);
+    for (int i = 0; i < r.nrefused; i++) fprintf(stderr, "kiln:   refused %s\n", r.refused_why[i]);
+    kiln_load_report_free(&r);
+    return 0;
+}
+
+/* --freeze-to N: fastai's freeze_to on the learner. */
+static int freeze(const cli *c, kiln_learner *l)
+{
+    if (!c->freeze_to) return 0;
+    char *end = NULL;
+    long v = strtol(c->freeze_to, &end, 10);
+    if (!*c->freeze_to || *end || v < -KILN_MAX_PARAM_GROUPS || v > KILN_MAX_PARAM_GROUPS) {
+        fprintf(stderr, "kiln %s: --freeze-to wants a group index (negative counts from the "
+                "end: -1 trains only the last group), got '%s'\n", c->cmd, c->freeze_to);
+        return EXIT_USAGE;
+    }
+    if (kiln_learner_freeze_to(l, (int)v)) {
+        fprintf(stderr, "kiln %s: --freeze-to %ld: %s\n", c->cmd, v, kiln_learner_error(l));
+        return EXIT_USAGE;
+    }
+    fprintf(stderr, "kiln: %d parameter groups, %d frozen\n", kiln_learner_num_groups(l),
+            kiln_learner_frozen_groups(l));
+    return 0;
+}
+
 /* Sets up data, programs and the learner. */
 static int session_start(const cli *c, session *s)
 {
@@ -143,6 +188,7 @@ static int session_start(const cli *c, session *s)
             co.backend == KILN_BACKEND_C && ps.cached ? ", cached" : "", t0, ps.threads,
             ps.threads == 1 ? "" : "s");
     kiln_program_init_params(s->prog, c->seed);
+    if (c->init_from && (rc = init_from(c, s->prog))) return rc;
 
     kiln_learner_options lo = kiln_learner_defaults();
     lo.seed = c->seed;
@@ -159,6 +205,7 @@ static int session_start(const cli *c, session *s)
         free(err);
         return EXIT_USAGE;
     }
+    if ((rc = freeze(c, s->learner))) return rc;
     if (c->load) {
         kiln_checkpoint_meta *meta = kiln_checkpoint_meta_new();
         st = meta ? kiln_load_ex(s->prog, c->load, 1, 1, meta, &err) : KILN_ERR_NOMEM;
@@ -232,13 +279,30 @@ int cmd_train(const cli *c, bool lr_find)
                 (long long)c->size);
         return EXIT_USAGE;
     }
-    if (c->load) { /* a bad checkpoint is found before anything is compiled */
+    if (c->init_from && c->load) {
+        fprintf(stderr, "kiln %s: --init-from (another model's weights) and --load (resume this "
+                "model) exclude each other\n", c->cmd);
+        return EXIT_USAGE;
+    }
+    if (c->lr_lo && c->schedule && !strcmp(c->schedule, "const")) {
+        fprintf(stderr, "kiln %s: --lr LO:HI is for the one-cycle schedule\n", c->cmd);
+        return EXIT_USAGE;
+    }
+    if (c->freeze_epochs && (c->lr_lo || c->sizes || c->freeze_to ||
+                             (c->schedule && strcmp(c->schedule, "one-cycle")))) {
+        fprintf(stderr, "kiln %s: --freeze-epochs (fine_tune) sets its own rates, freezing and "
+                "schedule: give it one --lr and no --sizes, --freeze-to or --schedule\n", c->cmd);
+        return EXIT_USAGE;
+    }
+    const char *ckpt = c->init_from ? c->init_from : c->load;
+    if (ckpt) { /* a bad checkpoint is found before anything is compiled */
         kiln_checkpoint_meta *meta = NULL;
         char *err = NULL;
-        kiln_status st = kiln_checkpoint_read_meta(c->load, &meta, &err);
+        kiln_status st = kiln_checkpoint_read_meta(ckpt, &meta, &err);
         kiln_checkpoint_meta_free(meta);
         if (st) {
-            fprintf(stderr, "kiln %s: %s\n", c->cmd, err ? err : kiln_status_str(st));
+            fprintf(stderr, "kiln %s: %s%s\n", c->cmd, c->init_from ? "--init-from " : "",
+                    err ? err : kiln_status_str(st));
             free(err);
             return EXIT_USAGE;
         }
@@ -275,7 +339,7 @@ int cmd_train(const cli *c, bool lr_find)
             cs.size = cs.dim_s = sizes[k];
             cs.stage = k;
             cs.epochs = c->nepochs > 1 ? c->epoch_list[k] : c->epochs;
-            if (k) cs.load = NULL; /* a checkpoint is read once, by the first stage */
+            if (k) cs.load = cs.init_from = NULL; /* a checkpoint is read once, by the first stage */
         }
         if ((rc = session_start(&cs, &s))) break;
         if (k) { /* carry weights, optimizer and running statistics over by name */
@@ -307,8 +371,14 @@ int cmd_train(const cli *c, bool lr_find)
             }
         } else if (c->schedule && !strcmp(c->schedule, "const")) {
             st = kiln_fit(s.learner, cs.epochs, c->lr);
+        } else if (c->freeze_epochs) {
+            kiln_fine_tune_options ft = kiln_fine_tune_defaults();
+            ft.freeze_epochs = c->freeze_epochs;
+            st = kiln_fine_tune(s.learner, cs.epochs, c->lr, &ft);
         } else {
-            st = kiln_fit_one_cycle(s.learner, cs.epochs, c->lr);
+            kiln_one_cycle_options oc = kiln_one_cycle_defaults();
+            oc.lr_lo = c->lr_lo;
+            st = kiln_fit_one_cycle_ex(s.learner, cs.epochs, c->lr, &oc);
         }
         if (st) {
             fprintf(stderr, "kiln %s: %s\n", c->cmd, kiln_learner_error(s.learner));

@@ -4,19 +4,31 @@
  *
  *   kiln compile MODEL --weights W.safetensors -o NAME --emit exe|lib|obj|c
  *                [--backend c|llvm] [--target NAME|TRIPLE] [--cpu CPU]
+ *                [--data DIR | --classes FILE]   (exe: class names, normalisation)
  *
  *   lib  NAME.o (cc -O3 and the target's flags), NAME.h (the sizes the caller
  *        allocates, named input/output structs, NAME_load_weights and
  *        NAME_forward, serial; NAME_pool_new(N), NAME_forward_pool(pool, ...)
  *        and NAME_pool_free for N threads, the same results; its comment
  *        shows a call), NAME.weights. Link with -lm -pthread.
- *   exe  NAME: a standalone classifier (the same code plus a main) that loads
+ *   exe  NAME: a standalone program (the same code plus a main) that loads
  *        NAME.weights (next to itself, or --weights PATH), reads idx / .npy /
  *        PNG (libpng; one image per file, the model's size) / raw f32
  *        images, normalises them as kiln's training did, runs batches on
- *        --threads N (default: one per core) and prints top-1 (or --topk K)
- *        classes, as text or --json. Links libm, pthreads, and zlib and
- *        libpng when the system has them (else no gzip / PNG input).
+ *        --threads N (default: one per core) and prints, as text or --json,
+ *        by the model's task (kiln_aot_task): a classifier's top-1 (or
+ *        --topk K) classes; a multi-label model's tags whose sigmoid(logit)
+ *        > T (--thresh T; default the model's accuracy_thresh / fbeta
+ *        threshold, else 0.2); a segmentation model writes each image's mask
+ *        (8-bit gray PNG of class ids, as a data set's labels/NAME_P.png) to
+ *        --out DIR (default: the current folder; made when missing) as
+ *        <input name without folder and extension>_mask.png (a file of
+ *        several samples: <name>_<k>_mask.png) and prints its path and the
+ *        pixels per class; a regression model prints its output values.
+ *        Classes print as names when the compile was given them (--data DIR
+ *        or --classes FILE), else as indices. Links libm, pthreads, and zlib
+ *        and libpng when the system has them (else no gzip / PNG input, no
+ *        masks).
  *   c    NAME.c + NAME.h: the source, for any C compiler (NAME.weights too
  *        when weights are given). C backend only.
  *   obj  NAME.o + NAME.h (NAME.weights when weights are given): lib's object
@@ -76,6 +88,10 @@ typedef struct kiln_aot_options {
     const char *cc;      /* NULL: $CC, else "cc" */
     int verbose;         /* print compiler commands to stderr */
     float norm_mean, norm_std; /* exe input normalisation (defaults: Fashion-MNIST's) */
+    const char *const *class_names; /* exe: nclass_names names, one per class (NULL: print
+                                       indices); embedded in the program */
+    int nclass_names;
+    double thresh; /* exe, multi-label: the default threshold; 0: kiln_aot_task_of's */
 } kiln_aot_options;
 
 kiln_aot_options kiln_aot_defaults(void);
@@ -86,9 +102,48 @@ kiln_aot_options kiln_aot_defaults(void);
 kiln_status kiln_aot_compile(const kiln_graph *forward, const kiln_aot_options *o, char **err);
 
 /* The graph artifacts and `kiln predict` compile: a copy of g; when g marks
- * no output, its cross_entropy loss's logits become the output "logits"
+ * no output, its loss's first input becomes the output: "logits" for
+ * cross_entropy and bce_with_logits, "pred" for mse_loss and l1_loss
  * (KILN_ERR_UNSUPPORTED when there is neither). *out: caller frees. */
 kiln_status kiln_aot_classifier(const kiln_graph *g, kiln_graph **out, char **err);
+
+/* What a compiled model's executable (and `kiln predict`) does with its
+ * output, told by the model's loss: cross_entropy over [B, C] (or no loss,
+ * an output [B, C]) classifies; bce_with_logits tags (multi-label);
+ * cross_entropy over [B, C, H, W] segments; mse_loss, l1_loss (or another
+ * loss, or no loss and an output of another shape) regress. */
+typedef enum kiln_aot_task {
+    KILN_AOT_CLASSIFY,
+    KILN_AOT_MULTILABEL,
+    KILN_AOT_SEGMENT,
+    KILN_AOT_REGRESS,
+} kiln_aot_task;
+
+#define KILN_AOT_DEFAULT_THRESH 0.2 /* fastai's Planet recipe */
+
+/* The task of model g; *thresh (may be NULL) gets the multi-label threshold:
+ * that of the first `sigmoid(logits) > t` of its metrics (accuracy_thresh,
+ * fbeta), else KILN_AOT_DEFAULT_THRESH. */
+kiln_aot_task kiln_aot_task_of(const kiln_graph *g, double *thresh);
+
+/* Class names and input statistics for an executable and `kiln predict`. */
+typedef struct kiln_aot_data {
+    char **names; /* nnames malloc'd names (NULL, 0: none) */
+    int nnames;
+    float mean, std; /* the training images' statistics (--data), else Fashion-MNIST's */
+} kiln_aot_data;
+
+/* --data DIR: the training split of the image data set in dir (its layout
+ * detected; runtime/imgdata.c reads it) opened at the model's input size
+ * (h x w, channels 1 or 3; 0: the images' own): its classes (folder names,
+ * labels.csv's tags, codes.txt's lines) and the mean and std kiln train
+ * normalises with (kiln_dataset_stats). --classes FILE: names only, one a
+ * line (line k names class k; trailing blank lines ignored). *err: caller
+ * frees. */
+kiln_status kiln_aot_data_read(const char *dir, int channels, int h, int w, kiln_aot_data *out,
+                               char **err);
+kiln_status kiln_aot_classes_read(const char *file, kiln_aot_data *out, char **err);
+void kiln_aot_data_free(kiln_aot_data *d);
 
 /* The C identifier artifacts of `out` use as their prefix: the base name
  * with other characters turned into '_' (into buf). */

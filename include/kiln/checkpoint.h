@@ -83,6 +83,38 @@ kiln_status kiln_load(kiln_program *p, const char *path, int with_state, int str
 kiln_status kiln_load_ex(kiln_program *p, const char *path, int with_state, int strict,
                          kiln_checkpoint_meta *meta_out, char **err);
 
+/* ---- transfer learning: loading another model's weights by name -------- */
+
+/* What kiln_load_matching did. Names and messages are malloc'd copies,
+ * freed by kiln_load_report_free (the struct itself is the caller's). */
+typedef struct kiln_load_report {
+    int nloaded;    /* file tensors copied into the program (name, dtype, shape match) */
+    int nskipped;   /* file tensors with no parameter or model state of that name */
+    int nrefused;   /* file tensors whose name matches but dtype or shape does not */
+    int nmissing;   /* program parameters and model state the file does not fill
+                       (they keep their values) */
+    char **loaded, **skipped, **refused, **missing; /* the names, in file order
+                                                       (missing: in program order) */
+    char **refused_why; /* per refused tensor: "'head.weight' is F32 [10, 64] in the
+                           file but F32 [3, 64] in the program" */
+} kiln_load_report;
+
+void kiln_load_report_free(kiln_load_report *r);
+
+/* Loads from another model's checkpoint (fastai's load(strict=False) for
+ * transfer learning): every tensor of the file whose name is a PARAM or
+ * model-state tensor of p with the same dtype and shape is copied in; the
+ * rest of the file is skipped (name absent, e.g. a head the new model
+ * replaced, or optimizer state) or refused (same name, other shape or dtype,
+ * or a dtype kiln cannot load), and p's tensors the file does not fill keep
+ * their values. report (may be NULL; kiln_load_report_free it, also on
+ * failure) says which. A file of which nothing matches is KILN_ERR_NOT_FOUND
+ * with a message saying what it holds; an unreadable or corrupt file is the
+ * safetensors reader's error naming the file (IO, CORRUPT). Nothing is
+ * written unless a tensor loads. */
+kiln_status kiln_load_matching(kiln_program *p, const char *path, kiln_load_report *report,
+                               char **err);
+
 /* Reads only the metadata of a safetensors file (e.g. to resume at
  * "kiln.epoch" before building the program). *out: a new set the caller
  * frees, NULL on failure. */

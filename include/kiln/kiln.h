@@ -161,6 +161,21 @@ const char *kiln_metric_kind_name(kiln_metric_kind k); /* "mean", "sqrt_mean", .
  * even and at least 2 (IOU_MEAN). */
 kiln_status kiln_set_metric_kind(kiln_graph *g, kiln_value v, kiln_metric_kind kind);
 
+/* Parameter groups (fastai's layer groups, for freezing and discriminative
+ * learning rates; kiln/learner.h). Every parameter starts in group 0; groups
+ * are numbered 0 (the first body group) to n-1 (the head), in the order of
+ * the model, at most KILN_MAX_PARAM_GROUPS. A graph whose parameters are all
+ * in group 0 has one group and gets exactly the training program it had
+ * before groups existed. In a model file: `group NAME` (docs/LANGUAGE.md).
+ * kiln_set_param_group fails unless param is a PARAM leaf and 0 <= group <
+ * KILN_MAX_PARAM_GROUPS; kiln_param_group returns the group or a negative
+ * status; kiln_graph_num_param_groups is 1 + the largest group of a
+ * parameter (1 for a graph without parameters). */
+#define KILN_MAX_PARAM_GROUPS 64
+kiln_status kiln_set_param_group(kiln_graph *g, kiln_value param, int group);
+int kiln_param_group(const kiln_graph *g, kiln_value param);
+int kiln_graph_num_param_groups(const kiln_graph *g);
+
 /* Ops. Binary and ternary ops broadcast by NumPy's rules; operands must share
  * a dtype (use kiln_cast). Axes may be negative (counted from the end). */
 kiln_value kiln_matmul(kiln_graph *g, kiln_value a, kiln_value b, int trans_a, int trans_b);
@@ -394,7 +409,9 @@ kiln_train_options kiln_train_defaults(void);
  * "<param>.momentum_buffer" (SGD), as PyTorch names it. With keep_grads the
  * gradient of parameter P is also an OUTPUT named "grad.P". The updates
  * follow torch.optim.AdamW and torch.optim.SGD exactly. Runs simplify, cse
- * and dce.
+ * and dce. With parameters in several groups (kiln_set_param_group), group
+ * k's updates use lr * "lr_mult.<k>" and write nothing while "frozen.<k>"
+ * (batchnorm parameters: "frozen_bn.<k>") is > 0 (kiln/learner.h).
  * Fails when the graph has no loss, no parameter, or an op on the path from
  * a parameter to the loss has no gradient rule (the message names it). */
 kiln_status kiln_train_program(const kiln_graph *forward, const kiln_train_options *opt,

@@ -69,6 +69,32 @@
  *   itself before each step and sets the graph's "wd" to 0, as fastai's
  *   OptimWrapper does. true_wd = 0 is L2: SGD programs do it in the graph;
  *   AdamW programs cannot (kiln_learner_new fails unless wd is 0).
+ *
+ * Parameter groups: freezing and discriminative learning rates
+ *   A program's parameters are split into ordered groups (fastai's layer
+ *   groups: body groups, then the head; kiln_set_param_group, the model
+ *   language's `group NAME`; kiln_tensor_info.group). With n > 1 groups the
+ *   training program reads per group k the hyperparameters "lr_mult.<k>"
+ *   (its lr is lr * lr_mult.<k>), "frozen.<k>" and "frozen_bn.<k>" (>0:
+ *   its parameters and their optimizer state are not written, bit for bit;
+ *   passes/train.c). The learner sets them:
+ *    - kiln_learner_freeze_to(l, n), fastai's freeze_to: groups [0, n) are
+ *      frozen (n < 0 counts from the end, so freeze() = freeze_to(-1)
+ *      trains only the last group and unfreeze() = freeze_to(0) trains
+ *      all). With options.train_bn (default 1, as fastai) the batchnorm
+ *      parameters of frozen groups still train ("<X>.weight"/"<X>.bias"
+ *      beside model state "<X>.running_mean"). The optimizer state is kept
+ *      (PyTorch's requires_grad=False: the optimizer skips the parameter;
+ *      fastai v2's Learner.freeze_to also clears all optimizer state, kiln
+ *      does not), so unfreezing resumes where training left off. Freezing
+ *      holds until the next freeze_to, across fit calls.
+ *    - kiln_one_cycle_options.lr_lo: fastai's max_lr = slice(lr_lo, max_lr),
+ *      the groups' peak lrs spread geometrically (kiln_lr_slice); each step
+ *      the schedule's lr for max_lr is the last group's and group k runs at
+ *      it times lrs[k] / max_lr. kiln_fit and kiln_fit_one_cycle run every
+ *      group at the same lr (fastai's fit with a float lr).
+ *   A program with one group has none of these hyperparameters and trains
+ *   exactly as before groups existed.
  */
 #ifndef KILN_LEARNER_H
 #define KILN_LEARNER_H
@@ -156,6 +182,8 @@ typedef struct kiln_learner_options {
                                  1: rows are added to what is there */
     kiln_program *valid_tail; /* eval program for the validation set's last batch
                                  (see above; unused when N is a multiple of B) */
+    int train_bn;             /* 1 (fastai's default): batchnorm parameters of frozen
+                                 groups still train (see "Parameter groups") */
 } kiln_learner_options;
 
 kiln_learner_options kiln_learner_defaults(void);
@@ -220,6 +248,10 @@ typedef struct kiln_one_cycle_options {
     int64_t start_epoch; /* resume: the cycle spans `epochs` epochs and training
                             runs its epochs [start_epoch, epochs) (fastai's
                             start_epoch); restore the step and epoch counters too */
+    double lr_lo;        /* discriminative lrs across parameter groups: 0 (default)
+                            every group peaks at max_lr; > 0: fastai's
+                            slice(lr_lo, max_lr); < 0: slice(max_lr), i.e. max_lr/10
+                            for every group but the last (kiln_lr_slice) */
 } kiln_one_cycle_options;
 
 kiln_one_cycle_options kiln_one_cycle_defaults(void);
@@ -243,6 +275,49 @@ void kiln_one_cycle_at(int64_t i, int64_t total, double max_lr, const kiln_one_c
 kiln_status kiln_fit_one_cycle(kiln_learner *l, int64_t epochs, double max_lr);
 kiln_status kiln_fit_one_cycle_ex(kiln_learner *l, int64_t epochs, double max_lr,
                                   const kiln_one_cycle_options *opt);
+
+/* ---- parameter groups: freezing, discriminative lrs, fine_tune ---------- */
+
+/* The program's parameter groups (1 + the largest kiln_tensor_info.group). */
+int kiln_learner_num_groups(const kiln_learner *l);
+
+/* fastai's per-group lrs of max_lr = slice(lo, hi) for n groups, into
+ * lrs[0..n): lo > 0 is even_mults(lo, hi, n): lrs[i] = lo * step^i with
+ * step = (hi/lo)^(1/(n-1)) (lrs[0] = hi when n is 1); lo <= 0 is slice(hi):
+ * hi/10 for groups 0..n-2 and hi for the last. KILN_ERR_INVALID unless
+ * n >= 1 and hi (and lo when > 0) are finite and > 0. */
+kiln_status kiln_lr_slice(double lo, double hi, int n, double *lrs);
+
+/* fastai's freeze_to: groups [0, k) frozen, the rest trained, with k = n
+ * for n >= 0 and num_groups + n (at least 0) for n < 0; k >= num_groups
+ * freezes every group. A program with one group cannot freeze it
+ * (KILN_ERR_INVALID naming the fix) but accepts k = 0. Takes effect at the
+ * next step and holds across fit calls. */
+kiln_status kiln_learner_freeze_to(kiln_learner *l, int n);
+kiln_status kiln_learner_freeze(kiln_learner *l);   /* freeze_to(-1): train the last group */
+kiln_status kiln_learner_unfreeze(kiln_learner *l); /* freeze_to(0): train every group */
+/* Groups frozen now (the k of the last freeze_to; 0 at creation). */
+int kiln_learner_frozen_groups(const kiln_learner *l);
+
+/* fastai v2's fine_tune. */
+typedef struct kiln_fine_tune_options {
+    int64_t freeze_epochs; /* 1: epochs trained with only the last group (plus, with
+                              train_bn, every batchnorm) */
+    double lr_mult;        /* 100: the unfrozen stage spreads lrs over groups by this */
+    double pct_start;      /* 0.3: the unfrozen stage's warm-up share */
+    double div;            /* 5: the unfrozen stage's first lr is its max_lr / div */
+} kiln_fine_tune_options;
+
+kiln_fine_tune_options kiln_fine_tune_defaults(void);
+
+/* freeze(); fit_one_cycle(freeze_epochs, slice(base_lr), pct_start 0.99);
+ * base_lr /= 2; unfreeze(); fit_one_cycle(epochs, slice(base_lr / lr_mult,
+ * base_lr), pct_start, div): fastai v2's Learner.fine_tune. Both stages end
+ * at max_lr / 1e5 (fastai v2's div_final). A callback stopping the first
+ * stage skips the second; the learner is left unfrozen. opt NULL: the
+ * defaults. */
+kiln_status kiln_fine_tune(kiln_learner *l, int64_t epochs, double base_lr,
+                           const kiln_fine_tune_options *opt);
 
 /* ---- learning-rate finder ------------------------------------------------ */
 

@@ -81,6 +81,8 @@ typedef struct kiln_tensor_info {
                         parameters, kiln_program_init_params sets it (zeros or
                         ones), kiln_program_reset_state leaves it, checkpoints
                         save and load it with the parameters */
+    int group;       /* PARAM tensors: the parameter group (kiln_set_param_group,
+                        the model language's `group`); 0 otherwise */
 } kiln_tensor_info;
 
 /* The program's named tensors, i in [0, kiln_program_num_tensors). */
