@@ -574,6 +574,7 @@ typedef struct node_text {
     int dtype, rank;
     int64_t shape[KILN_MAX_RANK];
     int role, metric; /* metric: kiln_metric_kind after the role metric */
+    int group;        /* `param group K`: the parameter group (0 without) */
     char *name, *file;
     int line, col;
 } node_text;
@@ -692,6 +693,13 @@ static bool read_node(parser *P, node_text *nt)
         }
         next(P);
     }
+    nt->group = 0;
+    if (nt->role == KILN_ROLE_PARAM && t->kind == T_IDENT && is_word(P, "group")) {
+        next(P);
+        int64_t k;
+        if (!parse_int(P, 0, KILN_MAX_PARAM_GROUPS - 1, "a parameter group", &k)) return false;
+        nt->group = (int)k;
+    }
     if (t->kind == T_STRING) {
         nt->name_at = t->at;
         if (!(nt->name = decode_string(P))) return false;
@@ -740,7 +748,7 @@ static bool build_node(parser *P, node_text *nt)
         }
         v = kiln_build_leaf(g, (kiln_role)nt->role, nt->name, (kiln_dtype)nt->dtype, nt->rank,
                             nt->shape, nt->nattrs, nt->attrs);
-        if (v < 0) {
+        if (v < 0 || (nt->group && (v = kiln_set_param_group(g, v, nt->group)) < 0)) {
             errorf(P, nt->op_at, (kiln_status)v, "%s", g->err);
             return false;
         }

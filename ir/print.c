@@ -176,6 +176,7 @@ static void put_node(kiln_sbuf *b, const kiln_graph *g, int32_t id)
             kiln_sb_putc(b, ' ');
             kiln_sb_puts(b, kiln_metric_kind_name((kiln_metric_kind)n->metric));
         }
+        if (n->role == KILN_ROLE_PARAM && n->group) kiln_sb_printf(b, " group %d", n->group);
     }
     if (n->name) {
         kiln_sb_putc(b, ' ');
