@@ -870,6 +870,27 @@ static LLVMValueRef ex(kl_fn *f, int32_t e)
     return r;
 }
 
+/* What emit_llvm_vec.c takes from the scalar emitter. */
+LLVMValueRef kl_ex(kl_fn *f, int32_t e)
+{
+    return ex(f, e);
+}
+
+void kl_forget(kl_fn *f)
+{
+    forget(f, 0);
+}
+
+LLVMValueRef kl_buf_ptr(kl_fn *f, int32_t b)
+{
+    return buf_ptr(f, b);
+}
+
+LLVMValueRef kl_conv(kl_mod *m, LLVMValueRef v, LLVMTypeRef to)
+{
+    return conv(m, v, to);
+}
+
 /* ---- statements ---- */
 
 void kl_uses(const kiln_kernel *k, int32_t s, bool list, uint8_t *lmark, uint8_t *smark,
@@ -1101,7 +1122,9 @@ static void outlined(kl_fn *f, int32_t s)
         goto done;
     }
     kl_loop L;
-    kl_loop_begin(&rf, &L, LLVMGetParam(rf.fn, 0), LLVMGetParam(rf.fn, 1), false);
+    LLVMValueRef lo = LLVMGetParam(rf.fn, 0), hi = LLVMGetParam(rf.fn, 1);
+    LLVMValueRef rest = kl_vec_outer_loop(&rf, s, lo, hi); /* W columns at a time */
+    kl_loop_begin(&rf, &L, rest ? rest : lo, hi, false);
     if (st->var >= 0 && st->var < k->nvars) rf.var[st->var] = L.phi;
     kl_stmts(&rf, st->body, false);
     LLVMValueRef br = kl_loop_end(&rf, &L);
@@ -1139,7 +1162,12 @@ void kl_stmts(kl_fn *f, int32_t s, bool top)
                 break;
             }
             kl_loop L;
-            kl_loop_begin(f, &L, kl_i64(m, 0), kl_i64(m, st->extent), true);
+            LLVMValueRef rest = st->extent >= m->vw && !st->vector
+                                    ? kl_vec_outer_loop(f, s, kl_i64(m, 0), kl_i64(m, st->extent))
+                                    : NULL; /* W columns at a time; the rest below */
+            if (rest && LLVMIsAConstantInt(rest) && LLVMConstIntGetSExtValue(rest) == st->extent)
+                break;
+            kl_loop_begin(f, &L, rest ? rest : kl_i64(m, 0), kl_i64(m, st->extent), !rest);
             LLVMValueRef outer = f->var[st->var];
             f->var[st->var] = L.phi;
             kl_stmts(f, st->body, false);

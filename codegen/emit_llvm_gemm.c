@@ -15,13 +15,14 @@
  *     blocking, nor on the thread count; a KC block after the first resumes
  *     the chain from the partial sums stored in C;
  *   - the register tile is MR x NR = MR rows x 2 vectors of VW floats (VW
- *     = 16 on AVX-512 hosts, 8 with AVX/AVX2, else 4; MR = 12 or 8 with 16
- *     lanes and 32 registers, whichever divides M, else 6; at most M), accumulators in vector
+ *     = 16 on AVX-512 hosts, 8 with AVX/AVX2, else 4; MR = 12 with 16
+ *     lanes and 32 registers, else 6; at most M), accumulators in vector
  * registers; remainders of any M and N use the same code with MR' < MR rows and masked vector loads
  * and stores (llvm.masked.load / llvm.masked.store) of the last vector, and K runs in blocks of KC;
  *   - B is packed (a per-thread stack buffer of KC x NC floats, at most 256
- *     KiB, NR-column panels, zero padded) when transposed or when a task has
- *     enough rows to pay for it, else read in place;
+ *     KiB, NR-column panels, zero padded) when transposed, or when a task
+ *     of the column-first split has enough rows to pay for it; else read in
+ *     place (rows first, every task would pack all of B again);
  *   - the epilogue (the statement's body, with var_i and var_j bound) runs
  *     once for every (i, j) after C[i, j] is final: per MR-row panel and
  *     NC-column block, right after the panel's last K block, while it is in
@@ -30,7 +31,8 @@
  *   - the work is split into about 8 tasks, (column block, row block)
  *     pairs of whole NR-column and MR-row panels, columns first (a task
  *     packs only its own columns of B), except when all of op(B) is one
- *     small packed block (K <= KC, K x N within the pack buffer: a weight
+ *     small block (K <= KC, and K x N within the pack buffer, or B not
+ *     transposed and at most 1 MiB, then read in place from L2: a weight
  *     gradient, K the batch): then rows first, each task over whole rows of
  *     C, so an epilogue (AdamW's update of four arrays) streams along full
  *     rows and no two tasks write one cache line (the column-striped split
@@ -86,9 +88,10 @@ static void plan_gemm(const kl_mod *m, const kiln_kgemm *gm, gplan *p)
     p->vw = m->vw;
     p->nv = 2;
     p->nr = p->nv * p->vw;
-    /* rows: 12 or 8 with 32 registers (16 lanes), whichever divides M (fewer
-     * code variants; 12 when neither does), else 6; never more than M */
-    p->mr = p->vw >= 16 ? (gm->M % 12 != 0 && gm->M % 8 == 0 ? 8 : 12) : 6;
+    /* rows: 12 with 32 registers (16 lanes: 24 accumulators; 8 measured
+     * 5-10% slower on the MLP's weight gradients, which read B from L2 once
+     * per row panel), else 6; never more than M */
+    p->mr = p->vw >= 16 ? 12 : 6;
     if (p->mr > gm->M) p->mr = (int)gm->M;
     p->kc = 16384 / (p->nr * 4);
     if (p->kc > 512) p->kc = 512;
@@ -96,7 +99,9 @@ static void plan_gemm(const kl_mod *m, const kiln_kgemm *gm, gplan *p)
     int64_t pm = cdiv(gm->M, p->mr), pn = cdiv(gm->N, p->nr);
     int64_t cap = PACK_BYTES / (p->kc * 4) / p->nr; /* panels per packed block */
     if (cap < 1) cap = 1;
-    if (p->kc >= gm->K && pn <= cap && pm >= 2) {
+    bool b_in_l2 = !gm->tb && gm->K * gm->N * 4 <= 4 * PACK_BYTES; /* read in place, from L2 */
+    bool rows_first = p->kc >= gm->K && (pn <= cap || b_in_l2) && pm >= 2;
+    if (rows_first) {
         /* all of op(B) is one small packed block (K x N, a weight gradient's
          * batch x inputs): rows first, each task over whole rows of C, so
          * its epilogue streams along full rows (AdamW reads and writes four
@@ -121,8 +126,10 @@ static void plan_gemm(const kl_mod *m, const kiln_kgemm *gm, gplan *p)
     }
     p->ntasks = p->ncb * p->nrb;
     /* packing B costs K x NC per task and pays off over enough rows; a
-     * transposed B is always packed (its columns are strided) */
-    p->pack = gm->tb || p->mb >= 64;
+     * transposed B is always packed (its columns are strided); rows first,
+     * every task would pack all of B again: it is read in place (from L2;
+     * packing cost the MLP's 512x512x128 weight gradient 10-20%) */
+    p->pack = gm->tb || (p->mb >= 64 && !rows_first);
 }
 
 /* ---- small IR helpers ---- */

@@ -1,7 +1,8 @@
 /* codegen/emit_llvm_internal.h — what the parts of the LLVM emitter share:
  * codegen/emit_llvm.c (values, expressions, statements, loops, outlined
  * parallel loops), codegen/emit_llvm_entry.c (kernels, entries, the module,
- * the target's vector width), codegen/emit_llvm_gemm.c (GEMM statements)
+ * the target's vector width), codegen/emit_llvm_gemm.c (GEMM statements),
+ * codegen/emit_llvm_vec.c (outer loops as vector code)
  * and codegen/emit_llvm_math.c (kiln's f32 math functions as IR, libm),
  * plus the module builder that codegen/llvm_jit.c drives. Not a public
  * interface.
@@ -169,6 +170,21 @@ LLVMValueRef kl_chunk_make(kl_fn *f, LLVMBasicBlockRef here, const char *name, L
 void kl_call_pfor(kl_fn *f, LLVMValueRef n, LLVMValueRef fn, LLVMValueRef ctx);
 /* A unique function name: "<base>.<suffix><counter>". */
 void kl_fn_name(kl_mod *m, char *out, size_t len, const char *base, const char *suffix);
+
+/* The scalar emitter's expression value (memoized until kl_forget, which
+ * ends a statement), buffer pointer and C conversion, for emit_llvm_vec.c. */
+LLVMValueRef kl_ex(kl_fn *f, int32_t e);
+void kl_forget(kl_fn *f);
+LLVMValueRef kl_buf_ptr(kl_fn *f, int32_t b);
+LLVMValueRef kl_conv(kl_mod *m, LLVMValueRef v, LLVMTypeRef to);
+
+/* ---- outer loops as vector code (emit_llvm_vec.c) ---- */
+/* Loop s over [lo, hi) (i64 values) W = m->vw iterations at a time when its
+ * body holds inner loops and is one emit_llvm_vec.c proves equivalent:
+ * emits the vector loop over [lo, lo + (hi - lo) / W * W) and returns that
+ * end, where the caller's scalar loop starts; NULL (nothing emitted) when
+ * the loop is not one it vectorises. */
+LLVMValueRef kl_vec_outer_loop(kl_fn *f, int32_t s, LLVMValueRef lo, LLVMValueRef hi);
 
 /* ---- GEMM statements (emit_llvm_gemm.c) ---- */
 void kl_emit_gemm(kl_fn *f, int32_t s);

@@ -650,6 +650,104 @@ Test(llvm, int_reductions)
     kiln_graph_free(g);
 }
 
+/* Column sums (a bias gradient: the sum over the rows of [B, N] into [N]),
+ * with N on both sides of the vector width: the LLVM backend runs the
+ * column loop W columns at a time (emit_llvm_vec.c: vector accumulators
+ * carried across the row loop, a scalar loop for the rest), the sums in the
+ * C backend's order, so it agrees with the C backend bit for bit (1 and 2
+ * threads) and with the reference within rtol 1e-5, atol 1e-6. */
+static void colsums(int64_t B, int64_t N, kiln_pool *pool)
+{
+    char name[48];
+    snprintf(name, sizeof name, "colsum_%lldx%lld", (long long)B, (long long)N);
+    kiln_graph *g = kiln_graph_new(name);
+    kiln_value x = in(g, "x", KILN_F32, B, N), xd = in(g, "xd", KILN_F64, B, N);
+    kiln_value w = in(g, "w", KILN_F32, N, 0);
+    int64_t ax0[] = {0};
+    kiln_value s = kiln_reduce_sum(g, x, 1, ax0, 0);
+    kiln_value outs[5] = {
+        s,
+        kiln_reduce_mean(g, x, 1, ax0, 1),
+        kiln_reduce_max(g, x, 1, ax0, 0),
+        kiln_add(g, kiln_relu(g, kiln_exp(g, kiln_mul(g, s, kiln_scalar(g, 0.25, KILN_F32)))),
+                 kiln_div(g, w, kiln_sqrt(g, kiln_add(g, kiln_mul(g, s, s),
+                                                      kiln_scalar(g, 1.0, KILN_F32))))),
+        kiln_reduce_sum(g, xd, 1, ax0, 0),
+    };
+    for (int i = 0; i < 5; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "o%d", i);
+        cr_assert_eq(kiln_set_output(g, outs[i], nm), KILN_OK, "%s", kiln_graph_error(g));
+    }
+    for (int fused = 0; fused < 2; fused++) {
+        tp t;
+        tp_build(&t, g, "forward", fused);
+        if (N >= 16 && fused) { /* the vector loop is there (x86-64: 8 or 16 lanes) */
+            char *text = kiln_llvm_module_text(&t.plan, NULL);
+            cr_assert_not_null(text);
+            cr_expect(strstr(text, "vloop") != NULL, "%s: no vector column loop", name);
+            free(text);
+        }
+        tp_run_both(&t, pool);
+        cr_expect_eq(t.rc_l, 0);
+        cr_expect_eq(t.rc_c, 0);
+        cr_expect_eq(tp_compare(&t, -1, 0, false), 0, "%s fused %d", name, fused);
+        /* the reference, from the same starting values */
+        kiln_interp *it;
+        cr_assert_eq(kiln_interp_new(g, &it), KILN_OK);
+        kiln_value leaves[3] = {x, xd, w};
+        for (int l = 0; l < 3; l++) {
+            const kiln_node *n = &g->nodes[leaves[l]];
+            int64_t numel = kiln_node_numel(n);
+            double *d = malloc((size_t)numel * sizeof *d);
+            cr_assert_not_null(d);
+            for (int64_t i = 0; i < numel; i++)
+                d[i] = kiln_test_get(tp_addr(&t, t.init, leaves[l]), (kiln_dtype)n->dtype, i);
+            cr_assert_eq(kiln_interp_set(it, leaves[l], d, (size_t)numel), KILN_OK);
+            free(d);
+        }
+        cr_assert_eq(kiln_interp_run(it), KILN_OK, "%s", kiln_interp_error(it));
+        for (int o = 0; o < 5; o++) {
+            const kiln_node *n = &g->nodes[outs[o]];
+            const double *r = kiln_interp_value(it, outs[o]);
+            cr_assert_not_null(r);
+            int shown = 0;
+            for (int64_t i = 0; i < kiln_node_numel(n); i++) {
+                double c = kiln_test_get(tp_addr(&t, t.mc, outs[o]), (kiln_dtype)n->dtype, i);
+                double l = kiln_test_get(tp_addr(&t, t.ml, outs[o]), (kiln_dtype)n->dtype, i);
+                bool ok = fabs(c - r[i]) <= 1e-6 + 1e-5 * fabs(r[i]) &&
+                          fabs(l - r[i]) <= 1e-6 + 1e-5 * fabs(r[i]);
+                if (!ok && shown++ < 3)
+                    cr_expect(0, "%s fused %d o%d[%lld]: llvm %.9g, C %.9g, reference %.9g", name,
+                              fused, o, (long long)i, l, c, r[i]);
+            }
+        }
+        kiln_interp_free(it);
+        tp_free(&t);
+    }
+    kiln_graph_free(g);
+}
+
+static const int64_t colsum_n[] = {1, 15, 16, 17, 33, 129};
+static const int64_t colsum_b[] = {1, 3, 128};
+
+Test(llvm, colsum_sizes_1_thread)
+{
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 6; j++)
+            colsums(colsum_b[i], colsum_n[j], NULL);
+}
+
+Test(llvm, colsum_sizes_2_threads)
+{
+    kiln_pool *pool = kiln_pool_new(2);
+    cr_assert_not_null(pool);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 6; j++)
+            colsums(colsum_b[i], colsum_n[j], pool);
+    kiln_pool_free(pool);
+}
+
 /* cross_entropy: valid labels agree; a label outside [0, C) fails the
  * check, both backends return the same code (and so the same message). */
 Test(llvm, cross_entropy_and_its_check)
@@ -805,6 +903,63 @@ static void gemm_sizes(int threads)
                             node_bytes(&g->nodes[cs[i].out]));
         fprintf(stderr, "llvm: %d of %d GEMMs bit-identical to the C backend's\n", same, nc);
     }
+    kiln_pool_free(pool);
+    tp_free(&t);
+    kiln_graph_free(g);
+}
+
+/* Weight-gradient shapes (K, the batch, at most one KC block; B not
+ * transposed): the LLVM GEMM splits rows first and reads B in place, also
+ * when K x N is more than its pack buffer holds (the MLP's 512x784x128 at
+ * batch 128); against f64, and the same bits with 1 and 2 threads. */
+Test(llvm, gemm_weight_gradient_shapes)
+{
+    static const int64_t sh[][5] = {{512, 784, 128, 1, 0}, {512, 512, 128, 1, 0},
+                                    {37, 800, 100, 0, 0},  {13, 600, 33, 1, 0},
+                                    {130, 2100, 120, 0, 0}};
+    int nc = (int)(sizeof sh / sizeof sh[0]);
+    kiln_graph *g = kiln_graph_new("gemm_wgrad");
+    mmcase cs[8];
+    for (int i = 0; i < nc; i++) {
+        mmcase c = {.m = sh[i][0], .n = sh[i][1], .k = sh[i][2], .ta = (int)sh[i][3],
+                    .tb = (int)sh[i][4], .bias = -1};
+        char nm[32];
+        snprintf(nm, sizeof nm, "a%d", i);
+        c.a = c.ta ? in(g, nm, KILN_F32, c.k, c.m) : in(g, nm, KILN_F32, c.m, c.k);
+        snprintf(nm, sizeof nm, "b%d", i);
+        c.b = in(g, nm, KILN_F32, c.k, c.n);
+        c.mm = c.out = kiln_matmul(g, c.a, c.b, c.ta, c.tb);
+        if (i % 2) {
+            snprintf(nm, sizeof nm, "bias%d", i);
+            c.bias = in(g, nm, KILN_F32, c.n, 0);
+            c.out = kiln_relu(g, kiln_add(g, c.mm, c.bias));
+        }
+        cr_assert_geq(c.out, 0, "%s", kiln_graph_error(g));
+        snprintf(nm, sizeof nm, "o%d", i);
+        cr_assert_eq(kiln_set_output(g, c.out, nm), KILN_OK);
+        cs[i] = c;
+    }
+    tp t;
+    tp_build(&t, g, "forward", true);
+    kiln_pool *pool = kiln_pool_new(2);
+    tp_run_both(&t, pool);
+    int64_t bad = 0;
+    for (int i = 0; i < nc; i++) {
+        bad += check_gemm(&t, t.ml, &cs[i], "llvm");
+        bad += check_gemm(&t, t.mc, &cs[i], "C");
+    }
+    cr_expect_eq(bad, 0);
+    char *one[4] = {0};
+    for (int s = 1; s < 4; s++)
+        one[s] = aligned_alloc(64, align64(t.bytes[s] + 64));
+    tp_reset(&t, one);
+    tp_call(t.fl, one, NULL);
+    for (int i = 0; i < nc; i++)
+        cr_expect(!memcmp(tp_addr(&t, one, cs[i].out), tp_addr(&t, t.ml, cs[i].out),
+                          node_bytes(&g->nodes[cs[i].out])),
+                  "gemm %d differs between 1 and 2 threads", i);
+    for (int s = 1; s < 4; s++)
+        free(one[s]);
     kiln_pool_free(pool);
     tp_free(&t);
     kiln_graph_free(g);

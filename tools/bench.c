@@ -9,7 +9,10 @@
  *                                                     --tune runs the GEMM tile search
  *                                                     (kiln_gemm_tune) for each shape first
  *   kiln bench eltwise [--size N] [--threads N]      relu(x * a + 0.5) * 2 over N floats
- *   kiln bench step MODEL [--bs N] [--steps N] [--threads N]   train_step of a model
+ *   kiln bench step MODEL [--bs N] [--steps N] [--threads N] [--backend c|llvm|both]
+ *                                                     train_step of a model; `both`
+ *                                                     times the C and LLVM programs
+ *                                                     side by side, repeats interleaved
  *   kiln bench compile MODEL [--bs N]                compile times, phase by phase
  *   kiln bench kernel MODEL [NAME] [--backend c|llvm] one generated kernel, called by name
  *                                                     through libffi (no NAME: the list);
@@ -92,6 +95,7 @@ typedef struct bopts {
     int64_t size; /* stream: MiB per array; eltwise: elements; 0: default */
     const char *sizes, *shapes;
     int64_t bs, steps;
+    const char *backend; /* step: c (default), llvm or both */
 } bopts;
 
 #define REPEAT_SECONDS 0.05 /* a timed repeat lasts at least this long */
@@ -104,6 +108,7 @@ static const char bench_usage[] =
     "           [--shapes MxNxK[:tatb],...] [--no-peer] [--tune] [--threads N]\n"
     "  eltwise  relu(x * a + 0.5) * 2 (GB/s)              [--size N floats] [--threads N]\n"
     "  step     a model's train_step                     MODEL [--bs N] [--steps N] [--threads N]\n"
+    "           [--backend c|llvm|both] (both: side by side, repeats interleaved)\n"
     "  compile  compile times: C cold, C warm, LLVM      MODEL [--bs N]\n"
     "  kernel   one generated kernel, called by name     MODEL [NAME] [--bs N]\n"
     "           (no NAME: list them)                     [--backend c|llvm]\n"
@@ -154,7 +159,7 @@ static int parse_args(int argc, char **argv, bopts *o)
     else if (!strcmp(o->sub, "stream")) allowed = "--size";
     else if (!strcmp(o->sub, "gemm")) allowed = "--sizes --shapes --tune --no-peer";
     else if (!strcmp(o->sub, "eltwise")) allowed = "--size";
-    else if (!strcmp(o->sub, "step")) allowed = "--bs --batch --steps";
+    else if (!strcmp(o->sub, "step")) allowed = "--bs --batch --steps --backend";
     else if (!strcmp(o->sub, "compile")) allowed = "--bs --batch";
     else {
         fprintf(stderr, "kiln bench: unknown benchmark '%s' (peak, stream, gemm, eltwise, step, "
@@ -184,6 +189,10 @@ static int parse_args(int argc, char **argv, bopts *o)
             int64_t x = 0;
             bool ok = true;
             if (!strcmp(a, "--sizes")) o->sizes = v;
+            else if (!strcmp(a, "--backend")) {
+                o->backend = v;
+                ok = !strcmp(v, "c") || !strcmp(v, "llvm") || !strcmp(v, "both");
+            }
             else if (!strcmp(a, "--shapes")) o->shapes = v;
             else if (!strcmp(a, "--threads")) ok = bench_parse_int(v, 0, 4096, &threads);
             else if (!strcmp(a, "--repeats")) ok = bench_parse_int(v, 1, 100000, &x), o->repeats = (int)x;
@@ -195,7 +204,8 @@ static int parse_args(int argc, char **argv, bopts *o)
                                                : bench_parse_int(v, 1, INT64_C(1) << 34, &o->size);
             if (!ok) {
                 fprintf(stderr, "kiln bench %s: bad value '%s' for %s (%s)\n", o->sub, v, a,
-                        !strcmp(a, "--threads") ? "0 for one per core, or at most 4096"
+                        !strcmp(a, "--threads")   ? "0 for one per core, or at most 4096"
+                        : !strcmp(a, "--backend") ? "c, llvm or both"
                         : !strcmp(a, "--size") && !strcmp(o->sub, "stream")
                             ? "MiB per array, a positive integer"
                             : "a positive integer");
@@ -256,6 +266,41 @@ int time_calls(call_fn fn, void *ctx, int repeats, double *tmin, double *tmed)
     qsort(t, (size_t)repeats, sizeof *t, cmp_double);
     *tmin = t[0];
     *tmed = repeats % 2 ? t[repeats / 2] : 0.5 * (t[repeats / 2 - 1] + t[repeats / 2]);
+    free(t);
+    return 0;
+}
+
+int time_calls_interleaved(call_fn fn, void *const *ctx, int n, int repeats, double *tmin,
+                           double *tmed)
+{
+    int64_t inner[8];
+    if (n < 1 || n > 8) return -1;
+    for (int b = 0; b < n; b++) {
+        double t0 = bench_now();
+        if (fn(ctx[b])) return -1;
+        double warm = bench_now() - t0;
+        inner[b] = warm > 0 ? (int64_t)ceil(REPEAT_SECONDS / warm) : 1000;
+        if (inner[b] < 1) inner[b] = 1;
+        if (inner[b] > 100000) inner[b] = 100000;
+    }
+    double *t = malloc((size_t)repeats * (size_t)n * sizeof *t);
+    if (!t) return -1;
+    for (int r = 0; r < repeats; r++)
+        for (int b = 0; b < n; b++) {
+            double s = bench_now();
+            for (int64_t i = 0; i < inner[b]; i++)
+                if (fn(ctx[b])) {
+                    free(t);
+                    return -1;
+                }
+            t[b * repeats + r] = (bench_now() - s) / (double)inner[b];
+        }
+    for (int b = 0; b < n; b++) {
+        double *tb = t + b * repeats;
+        qsort(tb, (size_t)repeats, sizeof *tb, cmp_double);
+        tmin[b] = tb[0];
+        tmed[b] = repeats % 2 ? tb[repeats / 2] : 0.5 * (tb[repeats / 2 - 1] + tb[repeats / 2]);
+    }
     free(t);
     return 0;
 }
@@ -1114,7 +1159,11 @@ static int bench_compile(const bopts *o)
                                   o->json, o->verbose);
 }
 
-static int bench_step(const bopts *o)
+/* Compiles g for `backend` (c or llvm) and readies a train step: weights
+ * from seed 42, random inputs and labels, fastai's hyperparameters, three
+ * warm-up steps. */
+static int step_prepare(const bopts *o, const kiln_graph *g, const char *backend,
+                        kiln_program **out, kiln_program_stats *st, step_ctx *sc)
 {
     cli c;
     memset(&c, 0, sizeof c);
@@ -1122,31 +1171,20 @@ static int bench_step(const bopts *o)
     c.model = o->model;
     c.threads = o->threads;
     c.verbose = o->verbose;
+    c.backend = backend;
     kiln_compile_options co;
     if (!cli_compile_options(&c, &co)) return EXIT_USAGE;
-    kiln_graph *g = cli_load_model(&c, o->bs);
-    if (!g) return EXIT_USAGE;
-    double peak = 0;
-    int rc = peak_ref(o, &peak);
-    if (rc) {
-        kiln_graph_free(g);
-        return rc;
-    }
     kiln_program *p = compile_graph(o, g, &co);
-    if (!p) {
-        kiln_graph_free(g);
-        return EXIT_RUN;
-    }
-    rc = EXIT_RUN;
+    if (!p) return EXIT_RUN;
+    *out = p;
     if (!kiln_program_has_entry(p, "train_step")) {
         fprintf(stderr, "kiln bench step: %s has no train_step (it needs a loss and parameters)\n",
                 o->model);
-        rc = EXIT_USAGE;
-        goto out;
+        return EXIT_USAGE;
     }
     if (kiln_program_init_params(p, 42)) {
         fprintf(stderr, "kiln bench step: %s\n", kiln_program_error(p));
-        goto out;
+        return EXIT_RUN;
     }
     uint64_t seed = 1;
     for (int i = 0; i < kiln_program_num_tensors(p); i++) {
@@ -1164,36 +1202,81 @@ static int bench_step(const bopts *o)
     }
     if (set_hp(p, "lr", 2e-3) || set_hp(p, "mom", 0.9) || set_hp(p, "wd", 1e-2) ||
         set_hp(p, "beta2", 0.99) || set_hp(p, "eps", 1e-5))
-        goto out;
-    kiln_program_stats st;
-    if (kiln_program_stats_get(p, &st)) goto out;
-    meas m;
-    meas_init(&m, "step", st.threads);
+        return EXIT_RUN;
+    if (kiln_program_stats_get(p, st)) return EXIT_RUN;
+    *sc = (step_ctx){p, 0, 3};
+    if (step_call(sc)) return EXIT_RUN; /* warm-up */
+    sc->steps = o->steps;
+    return 0;
+}
+
+/* kiln bench step MODEL [--backend c|llvm|both]: ms per train step; with
+ * both, the C and the LLVM program of the same graph, weights and inputs,
+ * timed with interleaved repeats, and the ratio of their times. */
+static int bench_step(const bopts *o)
+{
+    const char *be = o->backend ? o->backend : "c";
+    bool both = !strcmp(be, "both");
+    const char *names[2] = {both ? "c" : be, "llvm"};
+    int n = both ? 2 : 1;
+    cli c;
+    memset(&c, 0, sizeof c);
+    c.cmd = "bench step";
+    c.model = o->model;
+    c.threads = o->threads;
+    c.verbose = o->verbose;
+    kiln_graph *g = cli_load_model(&c, o->bs);
+    if (!g) return EXIT_USAGE;
+    double peak = 0;
+    int rc = peak_ref(o, &peak);
+    kiln_program *p[2] = {NULL, NULL};
+    kiln_program_stats st[2];
+    step_ctx sc[2];
+    meas m[2];
+    for (int b = 0; b < n && !rc; b++)
+        rc = step_prepare(o, g, names[b], &p[b], &st[b], &sc[b]);
+    if (rc) goto out;
+    rc = EXIT_RUN;
+    double tmin[2], tmed[2];
+    void *ctx[2] = {&sc[0], &sc[1]};
+    if (time_calls_interleaved(step_call, ctx, n, o->repeats, tmin, tmed)) goto out;
     const char *base = strrchr(o->model, '/');
-    snprintf(m.shape, sizeof m.shape, "%.60s bs %lld", base ? base + 1 : o->model,
-             (long long)o->bs);
-    step_ctx sc = {p, 0, 3};
-    if (step_call(&sc)) goto out; /* warm-up */
-    sc.steps = o->steps;
-    if (time_calls(step_call, &sc, o->repeats, &m.tmin, &m.tmed)) goto out;
-    /* time_calls timed calls of `steps` steps: per step */
-    m.tmin /= (double)o->steps;
-    m.tmed /= (double)o->steps;
-    m.rate = st.train_flops / m.tmin * 1e-9;
-    if (peak > 0) m.share = m.rate / peak;
-    m.batch = o->bs;
-    m.kernels = st.num_kernels;
-    m.compile_seconds = st.compile_seconds;
-    m.cached = st.cached;
-    emit(o, &m);
-    if (!o->json)
-        printf("  %.3f ms/step (median %.3f), %.0f samples/s, %d kernels per step, %.3f GFLOP per "
-               "step, compiled in %.2f s%s\n",
-               m.tmin * 1e3, m.tmed * 1e3, (double)o->bs / m.tmin, st.num_kernels,
-               st.train_flops * 1e-9, st.compile_seconds, st.cached ? " (cached)" : "");
+    for (int b = 0; b < n; b++) {
+        meas_init(&m[b], "step", st[b].threads);
+        snprintf(m[b].shape, sizeof m[b].shape, "%.60s bs %lld%s%s", base ? base + 1 : o->model,
+                 (long long)o->bs, o->backend ? " " : "", o->backend ? names[b] : "");
+        /* time_calls timed calls of `steps` steps: per step */
+        m[b].tmin = tmin[b] / (double)o->steps;
+        m[b].tmed = tmed[b] / (double)o->steps;
+        m[b].rate = st[b].train_flops / m[b].tmin * 1e-9;
+        if (peak > 0) m[b].share = m[b].rate / peak;
+        m[b].batch = o->bs;
+        m[b].kernels = st[b].num_kernels;
+        m[b].compile_seconds = st[b].compile_seconds;
+        m[b].cached = st[b].cached;
+        emit(o, &m[b]);
+    }
+    for (int b = 0; b < n && !o->json; b++)
+        printf("  %s%s%.3f ms/step (median %.3f), %.0f samples/s, %d kernels per step, %.3f GFLOP "
+               "per step, compiled in %.2f s%s\n",
+               o->backend ? names[b] : "", o->backend ? ": " : "", m[b].tmin * 1e3,
+               m[b].tmed * 1e3, (double)o->bs / m[b].tmin, st[b].num_kernels,
+               st[b].train_flops * 1e-9, st[b].compile_seconds, st[b].cached ? " (cached)" : "");
+    if (both) {
+        double rmin = m[1].tmin / m[0].tmin, rmed = m[1].tmed / m[0].tmed;
+        if (o->json) {
+            printf("{\"name\":\"step ratio\",\"shape\":");
+            json_str(m[0].shape);
+            printf(",\"threads\":%d,\"llvm_over_c_min\":%.6g,\"llvm_over_c_median\":%.6g}\n",
+                   st[0].threads, fin(rmin), fin(rmed));
+        } else
+            printf("  LLVM / C time per step: %.3fx (min), %.3fx (median); %d interleaved repeats\n",
+                   rmin, rmed, o->repeats);
+    }
     rc = 0;
 out:
-    kiln_program_free(p);
+    for (int b = 0; b < 2; b++)
+        kiln_program_free(p[b]);
     kiln_graph_free(g);
     return rc;
 }

@@ -21,6 +21,11 @@ typedef int (*call_fn)(void *ctx);
 /* Warms up with one call, then times `repeats` repeats of calls lasting
  * about 50 ms each; seconds per call: the minimum and the median. */
 int time_calls(call_fn fn, void *ctx, int repeats, double *tmin, double *tmed);
+/* time_calls for n (<= 8) calls side by side: their repeats interleaved
+ * (one repeat of each in turn), so a load that comes and goes on the
+ * machine falls on all of them alike; tmin[i], tmed[i] per call. */
+int time_calls_interleaved(call_fn fn, void *const *ctx, int n, int repeats, double *tmin,
+                           double *tmed);
 
 /* n random elements of dtype t: floats in [-1, 1) (in [0, 1) when classes
  * is nonzero), integers in [0, classes) (0 without classes), others 0. */

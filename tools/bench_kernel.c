@@ -1,7 +1,7 @@
 /* tools/bench_kernel.c — `kiln bench kernel`, and the compile-time report
  * of `kiln bench compile` and `kiln info --timings`.
  *
- *   kiln bench kernel MODEL [NAME] [--bs N] [--threads N] [--backend c|llvm]
+ *   kiln bench kernel MODEL [NAME] [--bs N] [--threads N] [--backend c|llvm|both]
  *                     [--repeats N] [--json] [-v]
  *
  * Without NAME: the model's training program is compiled and every kernel
@@ -17,6 +17,10 @@
  * cost of the nodes it computes) and GB/s from the bytes of the buffers it
  * reads plus those it writes. A kernel that updates parameters in place
  * (an optimizer step in a GEMM's epilogue) updates them on every call.
+ * With --backend both, the C and the LLVM program of the model are
+ * compiled, and NAME (or without NAME, every kernel of train_step) is
+ * timed on each, repeats interleaved (bench.c's time_calls_interleaved):
+ * one row per kernel with both times and LLVM / C.
  *
  * compile_timings_report (tools/bench.h) compiles a model from an empty
  * cache and prints kiln_compile_timings phase by phase, one column per
@@ -44,11 +48,13 @@ typedef struct kopts {
 } kopts;
 
 static const char kernel_usage[] =
-    "usage: kiln bench kernel MODEL [NAME] [--bs N] [--threads N] [--backend c|llvm]\n"
+    "usage: kiln bench kernel MODEL [NAME] [--bs N] [--threads N] [--backend c|llvm|both]\n"
     "                         [--repeats N] [--json] [-v]\n"
     "  without NAME: the kernels of MODEL's training program and their signatures\n"
     "  with NAME:    one kernel timed alone, called by name through libffi on the\n"
-    "                buffers one real step left in the program's memories\n";
+    "                buffers one real step left in the program's memories\n"
+    "  --backend both: NAME (without NAME: every train_step kernel) on the C and the\n"
+    "                LLVM program, repeats interleaved, side by side with LLVM / C\n";
 
 static int parse(int argc, char **argv, kopts *o)
 {
@@ -343,6 +349,106 @@ out:
     return rc;
 }
 
+/* --backend both: NAME, or every kernel of train_step, timed on the C and
+ * the LLVM program (one real step of the kernel's entry in each first),
+ * repeats interleaved. */
+static int compare_kernels(const kopts *o)
+{
+    kiln_program *p[2] = {NULL, NULL};
+    kiln_graph *g[2] = {NULL, NULL};
+    kiln_compile_options co[2];
+    const char *names[2] = {"c", "llvm"};
+    int rc = EXIT_USAGE;
+    for (int b = 0; b < 2; b++) {
+        kopts ob = *o;
+        ob.backend = names[b];
+        p[b] = prepare(&ob, &co[b], &g[b]);
+        if (!p[b]) {
+            rc = g[b] ? EXIT_RUN : EXIT_USAGE;
+            goto out;
+        }
+    }
+    rc = EXIT_RUN;
+    kiln_program_stats st;
+    kiln_program_stats_get(p[0], &st);
+    if (!o->json)
+        printf("kiln bench kernel: %s, batch %lld, C and LLVM backends, %d thread%s, %d "
+               "interleaved repeats (min and median per call)\n%-24s %11s %11s %7s %11s %11s %7s\n",
+               o->model, (long long)o->bs, st.threads, st.threads == 1 ? "" : "s", o->repeats,
+               "kernel", "C min", "LLVM min", "ratio", "C median", "LLVM med", "ratio");
+    const char *ran = NULL; /* the entry already run on both */
+    double sum[2] = {0, 0};
+    int found = 0;
+    for (int i = 0; i < kiln_program_num_functions(p[0]); i++) {
+        kiln_function_info f, fl;
+        if (kiln_program_function(p[0], i, &f) || f.is_entry) continue;
+        if (o->name ? strcmp(f.name, o->name) : strcmp(f.entry, "train_step")) continue;
+        found++;
+        if (kiln_program_find_function(p[1], f.name, &fl)) {
+            fprintf(stderr, "kiln bench kernel: %s: not in the LLVM program\n", f.name);
+            continue;
+        }
+        if (!ran || strcmp(ran, f.entry)) {
+            for (int b = 0; b < 2; b++)
+                if (kiln_program_run(p[b], f.entry)) {
+                    fprintf(stderr, "kiln bench kernel: %s: %s\n", f.entry,
+                            kiln_program_error(p[b]));
+                    goto out;
+                }
+            ran = f.entry;
+        }
+        kiln_arg *args[2] = {calloc((size_t)f.nparams + 1, sizeof(kiln_arg)),
+                             calloc((size_t)fl.nparams + 1, sizeof(kiln_arg))};
+        kcall c[2];
+        bool ok = args[0] && args[1];
+        for (int b = 0; b < 2 && ok; b++) {
+            int nargs = 0;
+            ok = !kiln_program_args(p[b], f.name, args[b], b ? fl.nparams : f.nparams, &nargs);
+            if (!ok) fprintf(stderr, "kiln bench kernel: %s\n", kiln_program_error(p[b]));
+            c[b] = (kcall){p[b], f.name, args[b], nargs};
+        }
+        double tmin[2], tmed[2];
+        void *ctx[2] = {&c[0], &c[1]};
+        ok = ok && !time_calls_interleaved(kernel_call, ctx, 2, o->repeats, tmin, tmed);
+        free(args[0]);
+        free(args[1]);
+        if (!ok) goto out;
+        sum[0] += tmin[0];
+        sum[1] += tmin[1];
+        if (o->json) {
+            printf("{\"name\":\"kernel compare\",\"function\":");
+            json_str(f.name);
+            printf(",\"model\":");
+            json_str(o->model);
+            printf(",\"batch\":%lld,\"threads\":%d,\"repeats\":%d,\"c_seconds_min\":%.9g,"
+                   "\"llvm_seconds_min\":%.9g,\"c_seconds_median\":%.9g,"
+                   "\"llvm_seconds_median\":%.9g,\"llvm_over_c_min\":%.6g}\n",
+                   (long long)o->bs, st.threads, o->repeats, fin(tmin[0]), fin(tmin[1]),
+                   fin(tmed[0]), fin(tmed[1]), fin(tmin[1] / tmin[0]));
+        } else {
+            printf("%-24s %8.2f us %8.2f us %6.2fx %8.2f us %8.2f us %6.2fx\n", f.name,
+                   tmin[0] * 1e6, tmin[1] * 1e6, tmin[1] / tmin[0], tmed[0] * 1e6, tmed[1] * 1e6,
+                   tmed[1] / tmed[0]);
+        }
+    }
+    if (!found) {
+        fprintf(stderr, "kiln bench kernel: no kernel %s (list them: kiln bench kernel %s)\n",
+                o->name ? o->name : "of train_step", o->model);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (!o->json && found > 1)
+        printf("%-24s %8.2f us %8.2f us %6.2fx   (sum of the minimums)\n", "all", sum[0] * 1e6,
+               sum[1] * 1e6, sum[1] / sum[0]);
+    rc = 0;
+out:
+    for (int b = 0; b < 2; b++) {
+        kiln_program_free(p[b]);
+        kiln_graph_free(g[b]);
+    }
+    return rc;
+}
+
 int cmd_bench_kernel(int argc, char **argv)
 {
     for (int i = 3; i < argc; i++)
@@ -353,6 +459,7 @@ int cmd_bench_kernel(int argc, char **argv)
     kopts o;
     int rc = parse(argc, argv, &o);
     if (rc) return rc;
+    if (o.backend && !strcmp(o.backend, "both")) return compare_kernels(&o);
     kiln_compile_options co;
     kiln_graph *g = NULL;
     kiln_program *p = prepare(&o, &co, &g);
