@@ -700,6 +700,7 @@ kiln_status kiln_learner_run(kiln_learner *l, const kiln_fit_plan *plan)
 
     FILE *out = l->o.out ? l->o.out : stdout;
     int64_t nb = l->nb, total = plan->epochs * nb;
+    int64_t end = plan->end_epoch ? plan->end_epoch : plan->epochs;
     kiln_smoother sm;
     kiln_smoother_init(&sm, l->o.smooth_beta);
     kiln_smoother *smp = lrf ? &plan->finder->smooth : &sm;
@@ -710,11 +711,11 @@ kiln_status kiln_learner_run(kiln_learner *l, const kiln_fit_plan *plan)
 
     for (int c = 0; c < l->ncbs; c++)
         if (l->cbs[c].begin_fit &&
-            l->cbs[c].begin_fit(l, plan->epochs - plan->first_epoch, l->cbs[c].user))
+            l->cbs[c].begin_fit(l, end - plan->first_epoch, l->cbs[c].user))
             stop = 1;
     if (!stop && !lrf && l->o.print_table) kiln_table_header(out, ncols, names);
 
-    for (int64_t e = plan->first_epoch; e < plan->epochs && !stop && !finished; e++) {
+    for (int64_t e = plan->first_epoch; e < end && !stop && !finished; e++) {
         for (int c = 0; c < l->ncbs; c++)
             if (l->cbs[c].begin_epoch && l->cbs[c].begin_epoch(l, l->epoch, l->cbs[c].user))
                 stop = 1;
@@ -835,6 +836,7 @@ kiln_status kiln_fit_one_cycle_ex(kiln_learner *l, int64_t epochs, double max_lr
     plan.lr_lo = plan.oc.lr_lo;
     plan.first_epoch = plan.oc.start_epoch;
     plan.epochs = epochs;
+    plan.end_epoch = plan.oc.end_epoch ? plan.oc.end_epoch : epochs;
     if (epochs < 0 || !isfinite(max_lr) || max_lr <= 0)
         return kiln_learner_fail(l, KILN_ERR_INVALID, "kiln_fit_one_cycle: epochs must be >= 0 "
                                  "and max_lr a finite value > 0 (got %lld, %g)",
@@ -842,6 +844,11 @@ kiln_status kiln_fit_one_cycle_ex(kiln_learner *l, int64_t epochs, double max_lr
     if (plan.oc.start_epoch < 0 || (epochs > 0 && plan.oc.start_epoch >= epochs))
         return kiln_learner_fail(l, KILN_ERR_INVALID, "kiln_fit_one_cycle: start_epoch %lld is "
                                  "outside [0, %lld)", (long long)plan.oc.start_epoch,
+                                 (long long)epochs);
+    if (plan.oc.end_epoch && (plan.oc.end_epoch <= plan.oc.start_epoch || plan.oc.end_epoch > epochs))
+        return kiln_learner_fail(l, KILN_ERR_INVALID, "kiln_fit_one_cycle: end_epoch %lld is "
+                                 "outside (start_epoch %lld, epochs %lld]",
+                                 (long long)plan.oc.end_epoch, (long long)plan.oc.start_epoch,
                                  (long long)epochs);
     if (!(plan.oc.pct_start >= 0 && plan.oc.pct_start <= 1) || !(plan.oc.div_factor > 0) ||
         plan.oc.final_div < 0)

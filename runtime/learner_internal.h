@@ -96,7 +96,8 @@ typedef struct kiln_fit_plan {
                                     kiln_one_cycle_options.lr_lo) */
     kiln_one_cycle_options oc;
     kiln_lr_finder *finder;      /* KILN_SCHED_LR_FIND */
-    int64_t first_epoch, epochs; /* schedule epochs [first_epoch, epochs) run */
+    int64_t first_epoch, epochs; /* the schedule spans epochs [0, epochs) ... */
+    int64_t end_epoch;           /* ... and epochs [first_epoch, end_epoch) run (0: epochs) */
 } kiln_fit_plan;
 
 /* Runs a fit: the batch loop, the schedule, validation (not for lr_find),

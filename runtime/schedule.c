@@ -30,6 +30,7 @@ kiln_one_cycle_options kiln_one_cycle_defaults(void)
     o.mom_max = 0.95;
     o.mom_min = 0.85;
     o.start_epoch = 0;
+    o.end_epoch = 0;
     o.lr_lo = 0.0; /* every parameter group at max_lr */
     return o;
 }

@@ -465,6 +465,41 @@ Test(learner, one_cycle_resumes_at_start_epoch, .timeout = 300)
     teardown_fixture(&f);
 }
 
+/* One cycle split over calls (progressive resizing's stages share one
+ * schedule): epochs [0, 1) then [1, 4) of a 4-epoch cycle run the steps,
+ * rates and momenta of one uninterrupted fit, and stop where told. */
+Test(learner, one_cycle_split_by_end_epoch, .timeout = 300)
+{
+    fixture f;
+    setup_fixture(&f, KILN_OPT_ADAMW, 0);
+    cb_log c;
+    memset(&c, 0, sizeof c);
+    c.p = f.p;
+    c.total = 4 * NTRAIN / B;
+    kiln_callbacks cb = {
+        cb_begin_fit, cb_begin_epoch, cb_begin_batch, cb_end_batch, cb_end_epoch, cb_end_fit, &c};
+    cr_assert_eq(kiln_learner_add_callbacks(f.l, &cb), KILN_OK);
+    kiln_one_cycle_options o = kiln_one_cycle_defaults();
+    o.end_epoch = 1;
+    cr_assert_eq(kiln_fit_one_cycle_ex(f.l, 4, 1e-2, &o), KILN_OK, "%s", kiln_learner_error(f.l));
+    cr_expect_eq(kiln_learner_get_step(f.l), NTRAIN / B, "stopped after epoch 0");
+    o.start_epoch = 1;
+    o.end_epoch = 4;
+    cr_assert_eq(kiln_fit_one_cycle_ex(f.l, 4, 1e-2, &o), KILN_OK, "%s", kiln_learner_error(f.l));
+    cr_expect_eq(c.bad_hparams, 0, "step / lr / mom / hparams disagreed %d times", c.bad_hparams);
+    cr_expect_str_eq(c.ev, "F1 E0 bBbBbBbBbBbBbBbBbBbBbBbB e0:12 f"
+                           "F3 E1 bBbBbBbBbBbBbBbBbBbBbBbB e1:12 "
+                           "E2 bBbBbBbBbBbBbBbBbBbBbBbB e2:12 "
+                           "E3 bBbBbBbBbBbBbBbBbBbBbBbB e3:12 f");
+    cr_expect_eq(kiln_learner_get_step(f.l), 48);
+    o.start_epoch = 2;
+    o.end_epoch = 2;
+    cr_expect_eq(kiln_fit_one_cycle_ex(f.l, 4, 1e-2, &o), KILN_ERR_INVALID, "empty range");
+    o.end_epoch = 5;
+    cr_expect_eq(kiln_fit_one_cycle_ex(f.l, 4, 1e-2, &o), KILN_ERR_INVALID, "past the cycle");
+    teardown_fixture(&f);
+}
+
 /* ---- lr_find ----------------------------------------------------------------- */
 
 typedef struct snap {

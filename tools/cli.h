@@ -25,11 +25,14 @@ typedef struct cli {
     int timings; /* info --timings: compile times per phase (tools/bench_kernel.c) */
     int64_t size; /* --size N: image data sets resized to N x N (0: the first image's) */
     int augment;  /* --augment: augment the training images (flip, crop, rotate, zoom) */
-    /* Progressive resizing: --sizes 32,64 trains fit_one_cycle(epoch_list[k]) at
-     * size sizes[k] (the model's `dim S` and the images), carrying the weights and
+    /* Progressive resizing: --sizes 32,64 trains epoch_list[k] epochs at size
+     * sizes[k] (the model's `dim S` and the images), carrying the weights and
      * optimizer state from one size to the next; --epochs 3,2 gives one count per
-     * size (one count: the same for every size). */
+     * size (one count: the same for every size). The stages share one one-cycle
+     * schedule over all their epochs; --cycle-per-size restarts it at each size
+     * (fastai lesson 3's separate fit_one_cycle calls). */
     const char *sizes;
+    int cycle_per_size;
     int64_t epoch_list[16];
     int nepochs;
     const char *dim;  /* --dim NAME=V[,NAME=V]: values of the model's `dim` statements */

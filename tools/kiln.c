@@ -72,6 +72,10 @@ static const char usage_text[] =
     "  --history FILE      append per-epoch rows in fastai's CSVLogger format\n"
     "  --limit N           use only the first N training and validation samples\n"
     "  --size N            image data sets: resize every image to N x N\n"
+    "  --sizes A,B,...     progressive resizing: train at each size in turn (the model's\n"
+    "                      `dim S`), carrying weights and optimizer state; --epochs 3,2\n"
+    "                      per size; one one-cycle schedule spans all the stages\n"
+    "  --cycle-per-size    with --sizes: restart the one-cycle schedule at each size\n"
     "  --augment           image data sets: flip, crop, rotate and zoom training images\n"
     "  --plot FILE.svg     lr-find: write the loss against lr plot\n"
     "  --emit ir|c         compile: what to print\n"
@@ -122,6 +126,7 @@ static const opt_row opts[] = {
     {"--verbose", O_FLAG, OFF(verbose), 0},  {"-v", O_FLAG, OFF(verbose), 0},
     {"--timings", O_FLAG, OFF(timings), 0},
     {"--sizes", O_STR, OFF(sizes), 0},       {"--dim", O_STR, OFF(dim), 0},
+    {"--cycle-per-size", O_FLAG, OFF(cycle_per_size), 0},
     {"--freeze-to", O_STR, OFF(freeze_to), 0}, {"--init-from", O_STR, OFF(init_from), 0},
     {"--freeze-epochs", O_INT, OFF(freeze_epochs), 0},
 };
@@ -320,6 +325,7 @@ int main(int argc, char **argv)
         "--bs --batch --backend --opt --optimizer --nesterov --verbose -v --threads --dim";
     static const char data[] =
         "--data --seed --limit --wd --lr --epochs --load --size --augment --sizes --init-from "
+        "--cycle-per-size "
         "--freeze-to";
     char allowed[512];
     if (!strcmp(c.cmd, "train")) {

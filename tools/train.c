@@ -378,7 +378,19 @@ int cmd_train(const cli *c, bool lr_find)
         } else {
             kiln_one_cycle_options oc = kiln_one_cycle_defaults();
             oc.lr_lo = c->lr_lo;
-            st = kiln_fit_one_cycle_ex(s.learner, cs.epochs, c->lr, &oc);
+            if (nsizes > 1 && !c->cycle_per_size) { /* one cycle over every stage's epochs */
+                int64_t before = 0, all = 0;
+                for (int j = 0; j < nsizes; j++) {
+                    int64_t ej = c->nepochs > 1 ? c->epoch_list[j] : c->epochs;
+                    if (j < k) before += ej;
+                    all += ej;
+                }
+                oc.start_epoch = before;
+                oc.end_epoch = before + cs.epochs;
+                st = cs.epochs ? kiln_fit_one_cycle_ex(s.learner, all, c->lr, &oc) : KILN_OK;
+            } else {
+                st = kiln_fit_one_cycle_ex(s.learner, cs.epochs, c->lr, &oc);
+            }
         }
         if (st) {
             fprintf(stderr, "kiln %s: %s\n", c->cmd, kiln_learner_error(s.learner));

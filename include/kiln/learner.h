@@ -248,6 +248,10 @@ typedef struct kiln_one_cycle_options {
     int64_t start_epoch; /* resume: the cycle spans `epochs` epochs and training
                             runs its epochs [start_epoch, epochs) (fastai's
                             start_epoch); restore the step and epoch counters too */
+    int64_t end_epoch;   /* 0: run to the cycle's end; else stop before epoch
+                            end_epoch (start_epoch < end_epoch <= epochs): one
+                            cycle split over several calls, as progressive
+                            resizing's stages share one schedule */
     double lr_lo;        /* discriminative lrs across parameter groups: 0 (default)
                             every group peaks at max_lr; > 0: fastai's
                             slice(lr_lo, max_lr); < 0: slice(max_lr), i.e. max_lr/10
