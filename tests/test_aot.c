@@ -75,22 +75,6 @@ static void need_dataset(void)
                      "skipping the run on its test images");
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = malloc(cap);
-    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n < 2) buf = realloc(buf, cap *= 2);
-    }
-    fclose(f);
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
-
 static void spit(const char *path, const char *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -127,7 +111,7 @@ static run run_in(const char *dir, int inherit, char *const argv[])
     }
     int st = 0;
     waitpid(pid, &st, 0);
-    run r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(o, NULL), slurp(e, NULL)};
+    run r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), kiln_test_slurp(o, NULL), kiln_test_slurp(e, NULL)};
     return r;
 }
 
@@ -162,7 +146,7 @@ static void kiln_compile_aot(const char *out, const char *emit, const char *extr
 static void copy_file(const char *from, const char *to, int exec)
 {
     size_t n;
-    char *d = slurp(from, &n);
+    char *d = kiln_test_slurp(from, &n);
     spit(to, d, n);
     free(d);
     if (exec) chmod(to, 0755);
@@ -187,7 +171,7 @@ static void build_alone_as(const char *nm, const char *const *extra, char *buf, 
     copy_file(w, w2, 0);
     /* no libkiln among its needed libraries (the dynamic section's strings) */
     size_t n;
-    char *bin = slurp(buf, &n);
+    char *bin = kiln_test_slurp(buf, &n);
     for (size_t i = 0; i + 7 <= n; i++)
         cr_assert(memcmp(bin + i, "libkiln", 7), "the executable refers to libkiln");
     free(bin);
@@ -206,7 +190,7 @@ static void need_llvm(void)
 static void elf_kind(const char *path, int *type, int *machine)
 {
     size_t n;
-    char *b = slurp(path, &n);
+    char *b = kiln_test_slurp(path, &n);
     cr_assert_geq(n, 64, "%s: %zu bytes", path, n);
     cr_assert(!memcmp(b, "\x7f" "ELF", 4), "%s is not an ELF file", path);
     cr_assert_eq(b[4], 2, "%s: not a 64-bit ELF", path);
@@ -384,7 +368,7 @@ Test(aot, cross_targets)
     cr_assert_eq(r.status, 0, "%s", r.err);
     run_free(&r);
     snprintf(path, sizeof path, "%s.c", out);
-    char *src = slurp(path, NULL);
+    char *src = kiln_test_slurp(path, NULL);
     cr_assert_not_null(strstr(src, "#include <arm_neon.h>"), "no NEON code for aarch64");
     free(src);
     snprintf(out, sizeof out, "%s/xh", tmp);
@@ -393,7 +377,7 @@ Test(aot, cross_targets)
     cr_assert_eq(r.status, 0, "%s", r.err);
     run_free(&r);
     snprintf(path, sizeof path, "%s.c", out);
-    src = slurp(path, NULL);
+    src = kiln_test_slurp(path, NULL);
     cr_assert_not_null(strstr(src, "#include <immintrin.h>"), "no AVX2 code for haswell");
     cr_assert_not_null(strstr(src, "-march=haswell"), "the flags do not name the CPU");
     free(src);
@@ -424,7 +408,7 @@ Test(aot, cross_targets)
     cr_assert_eq(b.status, 0, "%s%s", b.out, b.err);
     run_free(&b);
     snprintf(path, sizeof path, "%s.h", out);
-    src = slurp(path, NULL);
+    src = kiln_test_slurp(path, NULL);
     cr_assert_not_null(strstr(src, "LLVM backend, target aarch64-linux-gnu"), "%s", src);
     free(src);
     /* and x86-64 ones for another CPU */
@@ -676,7 +660,7 @@ Test(aot, corrupt_weights)
     run_free(&b);
     snprintf(w, sizeof w, "%s.weights", out);
     size_t n;
-    char *blob = slurp(w, &n);
+    char *blob = kiln_test_slurp(w, &n);
     /* the good file loads */
     char check_bin[PATH_MAX];
     snprintf(check_bin, sizeof check_bin, "%s/check", tmp);
@@ -783,12 +767,12 @@ Test(aot, normalisation_constants_are_the_training_sets)
  * the strings must be the files' text exactly. */
 Test(aot, generated_source_is_in_step)
 {
-    char *loader = slurp(KILN_SOURCE_DIR "/codegen/aot_loader.c.in", NULL);
-    char *main_in = slurp(KILN_SOURCE_DIR "/codegen/aot_main.c.in", NULL);
+    char *loader = kiln_test_slurp(KILN_SOURCE_DIR "/codegen/aot_loader.c.in", NULL);
+    char *main_in = kiln_test_slurp(KILN_SOURCE_DIR "/codegen/aot_main.c.in", NULL);
     cr_assert(loader && main_in, "cannot read the .in files");
     cr_expect_str_eq(kiln_aot_loader_src, loader, "run scripts/gen-aot-src");
     cr_expect_str_eq(kiln_aot_main_src, main_in, "run scripts/gen-aot-src");
-    char *input = slurp(KILN_SOURCE_DIR "/codegen/aot_input.c.in", NULL);
+    char *input = kiln_test_slurp(KILN_SOURCE_DIR "/codegen/aot_input.c.in", NULL);
     cr_expect_str_eq(kiln_aot_input_src, input, "run scripts/gen-aot-src");
     free(input);
     free(loader);

@@ -77,22 +77,6 @@ static void spit(const char *path, const char *data, size_t n)
     cr_assert_eq(fclose(f), 0);
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = malloc(cap);
-    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n < 2) buf = realloc(buf, cap *= 2);
-    }
-    fclose(f);
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
-
 static void path_in(char *buf, size_t len, const char *name)
 {
     snprintf(buf, len, "%s/%s", tmp, name);
@@ -147,7 +131,7 @@ static run run_in(const char *dir, int inherit, char *const argv[])
     }
     int st = 0;
     waitpid(pid, &st, 0);
-    run r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(o, NULL), slurp(e, NULL)};
+    run r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), kiln_test_slurp(o, NULL), kiln_test_slurp(e, NULL)};
     return r;
 }
 
@@ -226,7 +210,7 @@ static void seeded(const char *model, const char *w)
 static void copy_file(const char *from, const char *to, int exec)
 {
     size_t n;
-    char *d = slurp(from, &n);
+    char *d = kiln_test_slurp(from, &n);
     spit(to, d, n);
     free(d);
     if (exec) chmod(to, 0755);
@@ -261,7 +245,7 @@ static run compile_exe(const char *model, const char *w, const char *name, const
     snprintf(w2, sizeof w2, "%s/%s.weights", dir, name);
     copy_file(w1, w2, 0);
     size_t nb;
-    char *bin = slurp(exe, &nb);
+    char *bin = kiln_test_slurp(exe, &nb);
     for (size_t i = 0; i + 7 <= nb; i++)
         cr_assert(memcmp(bin + i, "libkiln", 7), "the executable refers to libkiln");
     free(bin);

@@ -46,27 +46,6 @@ typedef struct run {
     char *out, *err;
 } run;
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = 0;
-    return buf;
-}
-
 /* Runs `kiln bench ARGS...` (NULL-terminated) in the source folder. */
 static run bench(const char *const *args)
 {
@@ -95,8 +74,8 @@ static run bench(const char *const *args)
     while (waitpid(pid, &ws, 0) < 0) cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
     run r;
     r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-    r.out = slurp(out);
-    r.err = slurp(err);
+    r.out = kiln_test_slurp(out, NULL);
+    r.err = kiln_test_slurp(err, NULL);
     cr_assert_neq(r.status, 127, "cannot run %s", kiln_bin);
     return r;
 }

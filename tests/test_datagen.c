@@ -120,25 +120,6 @@ static uint8_t *read_image(const char *dir, const char *sub, const char *name, i
 }
 
 /* The whole file (NUL-terminated, malloc'd); *len its length. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    cr_assert_not_null(b);
-    size_t r;
-    while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n < 2) b = realloc(b, cap *= 2);
-        cr_assert_not_null(b);
-    }
-    fclose(f);
-    b[n] = 0;
-    if (len) *len = n;
-    return b;
-}
-
 static int count_files(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -180,7 +161,7 @@ static void check_split(const char *dir, const kiln_datagen_result *r, const spl
 {
     char p[512];
     snprintf(p, sizeof p, "%s/valid.txt", dir);
-    char *text = slurp(p, NULL), *line = text;
+    char *text = kiln_test_slurp(p, NULL), *line = text;
     int64_t total = r->n_train + r->n_valid;
     for (int64_t i = 0; i < total; i++) {
         const kiln_datagen_sample *s = &r->samples[i];
@@ -225,7 +206,7 @@ Test(datagen, multilabel_tags_are_the_pasted_classes)
     check_split(o.outdir, &r, &train, &test);
 
     snprintf(p, sizeof p, "%s/labels.csv", o.outdir);
-    char *csv = slurp(p, NULL), *line = csv;
+    char *csv = kiln_test_slurp(p, NULL), *line = csv;
     const char *header = "image_name,tags\n";
     cr_assert(!strncmp(csv, header, strlen(header)), "header: %.40s", csv);
     line += strlen(header);
@@ -321,7 +302,7 @@ Test(datagen, segmentation_masks_match_the_pasted_items)
     cr_assert_eq(count_files(o.outdir), 4); /* images, labels, codes.txt, valid.txt */
     check_split(o.outdir, &r, &train, &test);
     snprintf(p, sizeof p, "%s/codes.txt", o.outdir);
-    char *codes = slurp(p, NULL);
+    char *codes = kiln_test_slurp(p, NULL);
     cr_assert_str_eq(codes,
                      "background\ntshirt_top\ntrouser\npullover\ndress\ncoat\nsandal\nshirt\n"
                      "sneaker\nbag\nankle_boot\n");
@@ -386,7 +367,7 @@ Test(datagen, points_are_the_centre_of_the_item)
     cr_assert_eq(count_files(o.outdir), 3); /* images, points.csv, valid.txt */
     check_split(o.outdir, &r, &train, &test);
     snprintf(p, sizeof p, "%s/points.csv", o.outdir);
-    char *csv = slurp(p, NULL), *line = csv;
+    char *csv = kiln_test_slurp(p, NULL), *line = csv;
     const char *header = "image_name,x,y\n";
     cr_assert(!strncmp(csv, header, strlen(header)), "header: %.40s", csv);
     line += strlen(header);
@@ -491,7 +472,7 @@ static int cmp_entry(const char *path, const struct stat *sb, int flag, struct F
     char other[1024];
     snprintf(other, sizeof other, "%s%s", cmp_other, path + strlen(cmp_root));
     size_t na, nb;
-    char *a = slurp(path, &na), *b = slurp(other, &nb);
+    char *a = kiln_test_slurp(path, &na), *b = kiln_test_slurp(other, &nb);
     cr_assert(na == nb && !memcmp(a, b, na), "%s and %s differ", path, other);
     free(a);
     free(b);
@@ -534,7 +515,7 @@ Test(datagen, same_options_write_the_same_bytes)
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/labels.csv", a.outdir);
     snprintf(pb, sizeof pb, "%s/labels.csv", b.outdir);
-    char *ta = slurp(pa, NULL), *tb = slurp(pb, NULL);
+    char *ta = kiln_test_slurp(pa, NULL), *tb = kiln_test_slurp(pb, NULL);
     cr_assert_str_neq(ta, tb, "seeds 7 and 8 gave the same tags");
     free(ta);
     free(tb);
@@ -542,7 +523,7 @@ Test(datagen, same_options_write_the_same_bytes)
         snprintf(pa, sizeof pa, "%s/images/%s.png", a.outdir, ra.samples[i].name);
         snprintf(pb, sizeof pb, "%s/images/%s.png", c.outdir, rc.samples[i].name);
         size_t na, nb;
-        char *x = slurp(pa, &na), *y = slurp(pb, &nb);
+        char *x = kiln_test_slurp(pa, &na), *y = kiln_test_slurp(pb, &nb);
         cr_assert(na == nb && !memcmp(x, y, na), "%s changed with --n-train", pa);
         free(x);
         free(y);

@@ -6,9 +6,11 @@
 
 #include <criterion/criterion.h>
 
+#include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 void kiln_test_tmpdir(char *buf, size_t len, const char *tag)
 {
@@ -96,4 +98,24 @@ double kiln_test_get(const void *p, kiln_dtype dt, int64_t i)
         cr_assert_fail("dtype");
         return 0;
     }
+}
+
+char *kiln_test_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0, r;
+    char *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n < 2) {
+            buf = realloc(buf, cap *= 2);
+            cr_assert_not_null(buf);
+        }
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
 }

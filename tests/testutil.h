@@ -10,6 +10,11 @@
  * when mkdtemp does. */
 void kiln_test_tmpdir(char *buf, size_t len, const char *tag);
 
+/* The whole file at path as a NUL-terminated malloc'd string (the caller
+ * frees it); *len, when not NULL, gets its size. Fails the test when the file
+ * cannot be read. */
+char *kiln_test_slurp(const char *path, size_t *len);
+
 /* Removes path and everything below it (symbolic links are removed, not
  * followed); errors are ignored. */
 void kiln_test_rmtree(const char *path);
