@@ -276,14 +276,23 @@ void kiln_ce_put_gemm(kctx *c, int32_t s, int depth)
     }
     int m = c->npar++;
     kiln_sbuf *pre = c->pre, *kb = c->b;
-    bool epi = st->body >= 0;
+    bool epi = st->body >= 0, img = gm->bimg.on != 0;
     char name[32], epi_name[40];
     snprintf(name, sizeof name, "\x01_g%d", m);
     snprintf(epi_name, sizeof epi_name, "\x01_g%d_tail", m);
-    if (epi) {
+    /* implicit im2col: the image travels in the context, for the packer */
+    int nbc = nb;
+    if (img) {
+        bool have = false;
+        for (int i = 0; i < nb; i++) have |= bufs[i] == gm->b;
+        if (!have) bufs[nbc++] = gm->b;
+    }
+    if (epi || img) {
         char cname[32];
         snprintf(cname, sizeof cname, "\x01_g%d_tailctx", m);
-        put_ctx_struct(k, pre, cname, bufs, nb, vals, nv);
+        put_ctx_struct(k, pre, cname, bufs, nbc, vals, nv);
+    }
+    if (epi) {
         kiln_sb_printf(pre, "/* the tail of the GEMM below, on C[i, j0..j1) once its sums are final */\n"
                             "static inline void %s(void *ctx, int64_t i, int64_t j0, int64_t j1)\n{\n",
                        epi_name);
@@ -319,21 +328,29 @@ void kiln_ce_put_gemm(kctx *c, int32_t s, int depth)
                           .lda = gm->lda, .ldb = gm->ldb, .ldc = gm->ldc};
     kiln_gemm_tiles tiles;
     kiln_gemm_tiles_cached(c->target, &sh, &tiles);
-    kiln_emit_gemm(pre, name, &sh, c->target, &tiles, epi ? epi_name : NULL);
+    char packb[40] = "", ximg[80];
+    if (img) {
+        snprintf(packb, sizeof packb, "\x01_g%d_im2colb", m);
+        snprintf(ximg, sizeof ximg, "((const \x01_g%d_tailctx *)ctx)->b%d", m, gm->b);
+        kiln_emit_im2col_packb(pre, packb, &gm->bimg, gm->tb,
+                               kiln_gemm_tiles_nr(c->target, &sh, &tiles), ximg, c->target);
+    }
+    kiln_emit_gemm_packb(pre, name, &sh, c->target, &tiles, epi ? epi_name : NULL,
+                         img ? packb : NULL);
     kiln_sb_puts(pre, "\n");
     kiln_ce_indent(kb, depth);
     kiln_sb_printf(kb, "{ /* gemm: b%d[%lld x %lld] = b%d%s @ b%d%s, K = %lld */\n", gm->c,
                    (long long)gm->M, (long long)gm->N, gm->a, gm->ta ? "^T" : "", gm->b,
                    gm->tb ? "^T" : "", (long long)gm->K);
-    if (epi) {
+    if (epi || img) {
         kiln_ce_indent(kb, depth + 1);
         kiln_sb_printf(kb, "\x01_g%d_tailctx g%d = {", m, m);
-        for (int i = 0; i < nb; i++) kiln_sb_printf(kb, "%sb%d", i ? ", " : "", bufs[i]);
-        for (int i = 0; i < nv; i++) kiln_sb_printf(kb, "%st%d", i || nb ? ", " : "", vals[i]);
-        kiln_sb_puts(kb, nb || nv ? "};\n" : "0};\n");
+        for (int i = 0; i < nbc; i++) kiln_sb_printf(kb, "%sb%d", i ? ", " : "", bufs[i]);
+        for (int i = 0; i < nv; i++) kiln_sb_printf(kb, "%st%d", i || nbc ? ", " : "", vals[i]);
+        kiln_sb_puts(kb, nbc || nv ? "};\n" : "0};\n");
     }
     kiln_ce_indent(kb, depth + 1);
-    if (epi) kiln_sb_printf(kb, "\x01_g%d(b%d, b%d, b%d, rt, &g%d);\n", m, gm->a, gm->b, gm->c, m);
+    if (epi || img) kiln_sb_printf(kb, "\x01_g%d(b%d, b%d, b%d, rt, &g%d);\n", m, gm->a, gm->b, gm->c, m);
     else kiln_sb_printf(kb, "\x01_g%d(b%d, b%d, b%d, rt, NULL);\n", m, gm->a, gm->b, gm->c);
     kiln_ce_indent(kb, depth);
     kiln_sb_puts(kb, "}\n");

@@ -487,11 +487,16 @@ static void emit_pack_call(kiln_sbuf *b, const char *ind, int trans, const char 
                    src, ld, n, w);
 }
 
-/* Packing the NR panel of op(B) at column j (n wide), rows pc..pc+kc, to dst. */
+/* Packing the NR panel of op(B) at column j (n wide), rows pc..pc+kc, to dst:
+ * the caller's PACKB when named (B then is not read), else kiln_gemm_pack_*. */
 static void emit_packb_call(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, int nr,
-                            const char *dst)
+                            const char *dst, const char *packb)
 {
     char src[96];
+    if (packb) {
+        kiln_sb_printf(b, "%s%s(x->epi, %s, pc, kc, j, n, %d);\n", ind, packb, dst, nr);
+        return;
+    }
     if (s->tb) snprintf(src, sizeof src, "x->B + j * %lld + pc", (long long)s->ldb);
     else snprintf(src, sizeof src, "x->B + pc * %lld + j", (long long)s->ldb);
     emit_pack_call(b, ind, s->tb, dst, src, s->ldb, nr, "n");
@@ -564,6 +569,21 @@ static void emit_packa(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, 
 void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
                     const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi)
 {
+    kiln_emit_gemm_packb(b, name, s, t, tiles, epi, NULL);
+}
+
+int kiln_gemm_tiles_nr(const kiln_cg_target *t, const kiln_gemm_shape *s,
+                       const kiln_gemm_tiles *tiles)
+{
+    gplan p;
+    fit(t, s, tiles, &p);
+    return p.nr;
+}
+
+void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
+                          const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
+                          const char *packb)
+{
     long long M = s->M, N = s->N, K = s->K, lda = s->lda, ldb = s->ldb, ldc = s->ldc;
     if (M < 1 || N < 1 || K < 1 || lda < (s->ta ? M : K) || ldb < (s->tb ? K : N) || ldc < N) {
         kiln_sb_printf(b, "#error \"kiln_emit_gemm %s: invalid shape M=%lld N=%lld K=%lld\"\n", name,
@@ -572,14 +592,21 @@ void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
     }
     gplan p;
     fit(t, s, tiles, &p);
+    if (packb && (int64_t)p.nr * p.kc > pa_floats(t)) {
+        /* PACKB may use kiln_gemm_pa for a KC x NR block (gemm.h) */
+        kiln_gemm_tiles tt = *tiles;
+        tt.kc = pa_floats(t) / p.nr;
+        fit(t, s, &tt, &p);
+    }
     int mr = p.mr, nr = p.nr;
     long long mc = p.mc, kc = p.kc, nc = p.nc, kb = p.kb, jg = p.jg, cols = cdiv(N, nr);
 
     kiln_sb_printf(b,
                    "/* %s: C[%lld,%lld] (ldc %lld) = %s[%lld,%lld] (lda %lld) * %s[%lld,%lld] "
-                   "(ldb %lld)%s%s.\n"
+                   "(ldb %lld)%s%s%s%s.\n"
                    " * Target %s: %dx%d micro-kernel, mc %lld, kc %lld, nc %lld. A %s; tasks: %s. */\n",
                    name, M, N, ldc, s->ta ? "A^T" : "A", M, K, lda, s->tb ? "B^T" : "B", K, N, ldb,
+                   packb ? ", op(B) packed by " : "", packb ? packb : "",
                    epi ? ", then " : "", epi ? epi : "", kiln_isa_name(t->isa), mr, nr, mc, kc, nc,
                    p.direct ? "read in place" : "packed",
                    p.serial ? "none (run inline)"
@@ -619,7 +646,7 @@ void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
                        M, nr, nr, g, name, name, g, g, g, K, kc, K, kc, K, kc, nr, N, nr, N, nr);
         char dstq[64];
         snprintf(dstq, sizeof dstq, "pb + (q - g0) * kc * %d", nr);
-        emit_packb_call(b, "                ", s, nr, dstq);
+        emit_packb_call(b, "                ", s, nr, dstq, packb);
         kiln_sb_printf(b,
                        "            }\n"
                        "            for (int64_t ic = 0; ic < %lld; ic += %lld) {\n"
@@ -668,7 +695,7 @@ void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
                    kc, nc, name, name, nr, nr, nr, nr, nr, kc, K, kc, K, kc);
     char dst[64];
     snprintf(dst, sizeof dst, "x->pb + (pc - x->k0) * %lld + q * %d * kc", nc, nr);
-    emit_packb_call(b, "            ", s, nr, dst);
+    emit_packb_call(b, "            ", s, nr, dst, packb);
     kiln_sb_puts(b, "        }\n    }\n}\n\n");
 
     /* row tasks: multiplying, one task per MR row panel */
@@ -733,6 +760,203 @@ void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
                        "            rt->parallel_for(rt->pool, %lld, %s_mul, &x);\n",
                        nr - 1, nr, name, (long long)cdiv(M, mr), name);
     kiln_sb_printf(b, "        }\n    }\n%s}\n\n", p.serial ? "    (void)rt;\n" : "");
+}
+
+/* ---- implicit im2col: op(B) packed from the image ---- */
+
+/* The rows of the column matrix, ROWS of them from row R0 + RSTART, each LEN
+ * pixels from pixel PSTART, row q written at DROW (q the loop variable) and
+ * zero-filled up to TAIL when not NULL: runs of pixels along an output row,
+ * each a copy of an image row's inside (contiguous with stride 1). */
+static void emit_im2col_rows(kiln_sbuf *b, const kiln_kim2col *g, const char *rows,
+                             const char *rstart, const char *pstart, const char *len,
+                             const char *drow, const char *tail)
+{
+    long long C = g->C, H = g->H, W = g->W, KH = g->kh, KW = g->kw, KK = g->kh * g->kw;
+    long long SH = g->sh, SW = g->sw, PH = g->ph, PW = g->pw, DH = g->dh, DW = g->dw;
+    long long OH = g->OH, OW = g->OW, P = g->OH * g->OW, R0 = g->r0;
+    kiln_sb_printf(b,
+                   "    int64_t c, i, jj;\n"
+                   "    {\n"
+                   "        const int64_t r = %lld + %s;\n"
+                   "        c = r / %lld;\n"
+                   "        i = r %% %lld / %lld;\n"
+                   "        jj = r %% %lld;\n"
+                   "    }\n"
+                   "    const int64_t img0 = %s / %lld, oh0 = %s %% %lld / %lld, ow0 = %s %% %lld;\n"
+                   "    for (int64_t q = 0; q < %s; q++) {\n"
+                   "        float *restrict d = %s;\n"
+                   "        const int64_t oi = i * %lld - %lld, oj = jj * %lld - %lld;\n"
+                   "        int64_t e = 0, img = img0, oh = oh0, ow = ow0;\n"
+                   "        while (e < %s) {\n"
+                   "            const int64_t len = %lld - ow < %s - e ? %lld - ow : %s - e;\n"
+                   "            const int64_t ih = oh * %lld + oi;\n"
+                   "            float *restrict dd = d + e;\n"
+                   "            if (ih < 0 || ih >= %lld) {\n"
+                   "                for (int64_t u = 0; u < len; u++) dd[u] = 0.0f;\n"
+                   "            } else {\n"
+                   "                const float *restrict src = x + ((img * %lld + c) * %lld + ih) * %lld;\n"
+                   "                const int64_t iw0 = ow * %lld + oj;\n",
+                   R0, rstart, KK, KK, KW, KW, pstart, P, pstart, P, OW, pstart, OW, rows, drow, DH,
+                   PH, DW, PW, len, OW, len, OW, len, SH, H, C, H, W, SW);
+    if (SW == 1)
+        kiln_sb_printf(b,
+                       "                int64_t ua = -iw0 > 0 ? -iw0 : 0, ub = %lld - iw0 < len ? %lld - iw0 : len;\n"
+                       "                if (ua > len) ua = len;\n"
+                       "                if (ub < ua) ub = ua;\n"
+                       "                for (int64_t u = 0; u < ua; u++) dd[u] = 0.0f;\n"
+                       "                for (int64_t u = ua; u < ub; u++) dd[u] = src[iw0 + u];\n"
+                       "                for (int64_t u = ub; u < len; u++) dd[u] = 0.0f;\n",
+                       W, W);
+    else
+        kiln_sb_printf(b,
+                       "                for (int64_t u = 0; u < len; u++) {\n"
+                       "                    const int64_t iw = iw0 + u * %lld;\n"
+                       "                    dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
+                       "                }\n",
+                       SW, W);
+    kiln_sb_printf(b,
+                   "            }\n"
+                   "            e += len;\n"
+                   "            ow = 0;\n"
+                   "            if (++oh == %lld) {\n"
+                   "                oh = 0;\n"
+                   "                img++;\n"
+                   "            }\n"
+                   "        }\n",
+                   OH);
+    if (tail) kiln_sb_printf(b, "        for (; e < %s; e++) d[e] = 0.0f;\n", tail);
+    kiln_sb_printf(b,
+                   "        if (++jj == %lld) {\n"
+                   "            jj = 0;\n"
+                   "            if (++i == %lld) {\n"
+                   "                i = 0;\n"
+                   "                c++;\n"
+                   "            }\n"
+                   "        }\n"
+                   "    }\n",
+                   KW, KH);
+}
+
+void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *g, int tb,
+                            int nr, const char *ximg, const kiln_cg_target *t)
+{
+    kiln_isa isa = t->isa;
+    long long C = g->C, H = g->H, W = g->W, KH = g->kh, KW = g->kw;
+    long long SH = g->sh, SW = g->sw, PH = g->ph, PW = g->pw, DH = g->dh, DW = g->dw;
+    long long OH = g->OH, OW = g->OW, R0 = g->r0;
+    kiln_sb_printf(b,
+                   "/* %s: op(B)[k, j] = cols[%lld + %s] of im2col(x) (x [%lld, %lld, %lld, %lld],\n"
+                   " * kernel %lldx%lld, stride %lldx%lld, padding %lldx%lld, dilation %lldx%lld;\n"
+                   " * cols[(c*%lld + i)*%lld + j, (n*%lld + oh)*%lld + ow] = x[n, c, oh*%lld - %lld + i*%lld,\n"
+                   " * ow*%lld - %lld + j*%lld], 0 outside): rows k0..k0+kc, columns j0..j0+n into\n"
+                   " * dst[k*w + e], zero for n <= e < w. Implicit im2col (passes/fuse.h)%s. */\n"
+                   "static inline void %s(void *ctx, float *restrict dst, int64_t k0, int64_t kc,\n"
+                   "    int64_t j0, int64_t n, int64_t w)\n{\n"
+                   "    const float *restrict x = %s;\n",
+                   name, R0, tb ? "j, k" : "k, j", (long long)g->N, C, H, W, KH, KW, SH, SW, PH, PW,
+                   DH, DW, KH, KW, OH, OW, SH, PH, DH, SW, PW, DW,
+                   tb ? ": the n rows of cols into this thread's kiln_gemm_pa (free while B is\n"
+                        " * packed), then transposed into dst by kiln_gemm_pack_t"
+                      : "",
+                   name, ximg);
+    if (!tb) {
+        /* the panel's columns split into runs along output rows once; then
+         * per row (a tap of a channel) each run is a copy of an image row's
+         * inside (contiguous with stride 1), zeros in the padding */
+        long long P = g->OH * g->OW, HW = g->H * g->W, KK = g->kh * g->kw;
+        kiln_sb_printf(b,
+                       "    int64_t rs[%d], rl[%d], rb[%d], rh[%d], rw[%d], nrun = 0;\n"
+                       "    {\n"
+                       "        int64_t img = j0 / %lld, oh = j0 %% %lld / %lld, ow = j0 %% %lld;\n"
+                       "        for (int64_t e = 0; e < n; nrun++) {\n"
+                       "            const int64_t len = %lld - ow < n - e ? %lld - ow : n - e;\n"
+                       "            rs[nrun] = e;\n"
+                       "            rl[nrun] = len;\n"
+                       "            rb[nrun] = img * %lld;\n"
+                       "            rh[nrun] = oh * %lld;\n"
+                       "            rw[nrun] = ow * %lld;\n"
+                       "            e += len;\n"
+                       "            ow = 0;\n"
+                       "            if (++oh == %lld) {\n"
+                       "                oh = 0;\n"
+                       "                img++;\n"
+                       "            }\n"
+                       "        }\n"
+                       "    }\n"
+                       "    const int64_t r0 = %lld + k0;\n"
+                       "    int64_t c = r0 / %lld, i = r0 %% %lld / %lld, jj = r0 %% %lld;\n"
+                       "    for (int64_t q = 0; q < kc; q++) {\n"
+                       "        float *restrict d = dst + q * w;\n"
+                       "        const int64_t oi = i * %lld - %lld, oj = jj * %lld - %lld;\n"
+                       "        const float *restrict xc = x + c * %lld;\n"
+                       "        for (int64_t m = 0; m < nrun; m++) {\n"
+                       "            const int64_t len = rl[m], ih = rh[m] + oi;\n"
+                       "            float *restrict dd = d + rs[m];\n"
+                       "            if (ih < 0 || ih >= %lld) {\n"
+                       "                for (int64_t u = 0; u < len; u++) dd[u] = 0.0f;\n"
+                       "                continue;\n"
+                       "            }\n"
+                       "            const float *restrict src = xc + rb[m] + ih * %lld;\n"
+                       "            const int64_t iw0 = rw[m] + oj;\n",
+                       nr, nr, nr, nr, nr, P, P, OW, OW, OW, OW, C * HW, SH, SW, OH, R0, KK, KK,
+                       KW, KW, DH, PH, DW, PW, HW, H, W);
+        if (SW == 1 && isa == KILN_ISA_AVX512)
+            /* 16 columns at a time: a masked load (zeros in the padding,
+             * nothing read there) and a masked store */
+            kiln_sb_printf(b,
+                           "            for (int64_t u0 = 0; u0 < len; u0 += 16) {\n"
+                           "                const int64_t a = iw0 + u0, left = len - u0;\n"
+                           "                int64_t lo = -a > 0 ? -a : 0, hi = %lld - a;\n"
+                           "                if (hi > left) hi = left;\n"
+                           "                if (hi > 16) hi = 16;\n"
+                           "                if (lo > 16) lo = 16;\n"
+                           "                const __mmask16 sm = (__mmask16)(left >= 16 ? 0xFFFFu : (1u << left) - 1u);\n"
+                           "                const __mmask16 lm = (__mmask16)(hi > lo ? ((1u << hi) - 1u) & ~((1u << lo) - 1u) : 0u);\n"
+                           "                _mm512_mask_storeu_ps(dd + u0, sm, _mm512_maskz_loadu_ps(lm, src + a));\n"
+                           "            }\n",
+                           W);
+        else if (SW == 1)
+            kiln_sb_printf(b,
+                           "            if (iw0 >= 0 && iw0 + len <= %lld) {\n"
+                           "                for (int64_t u = 0; u < len; u++) dd[u] = src[iw0 + u];\n"
+                           "                continue;\n"
+                           "            }\n"
+                           "            int64_t ua = -iw0 > 0 ? -iw0 : 0, ub = %lld - iw0 < len ? %lld - iw0 : len;\n"
+                           "            if (ua > len) ua = len;\n"
+                           "            if (ub < ua) ub = ua;\n"
+                           "            for (int64_t u = 0; u < ua; u++) dd[u] = 0.0f;\n"
+                           "            for (int64_t u = ua; u < ub; u++) dd[u] = src[iw0 + u];\n"
+                           "            for (int64_t u = ub; u < len; u++) dd[u] = 0.0f;\n",
+                           W, W, W);
+        else
+            kiln_sb_printf(b,
+                           "            if (iw0 >= 0 && iw0 + (len - 1) * %lld < %lld) {\n"
+                           "                for (int64_t u = 0; u < len; u++) dd[u] = src[iw0 + u * %lld];\n"
+                           "                continue;\n"
+                           "            }\n"
+                           "            for (int64_t u = 0; u < len; u++) {\n"
+                           "                const int64_t iw = iw0 + u * %lld;\n"
+                           "                dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
+                           "            }\n",
+                           SW, W, SW, SW, W);
+        kiln_sb_printf(b,
+                       "        }\n"
+                       "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n"
+                       "        if (++jj == %lld) {\n"
+                       "            jj = 0;\n"
+                       "            if (++i == %lld) {\n"
+                       "                i = 0;\n"
+                       "                c++;\n"
+                       "            }\n"
+                       "        }\n"
+                       "    }\n}\n\n",
+                       KW, KH);
+        return;
+    }
+    kiln_sb_puts(b, "    float *restrict t = kiln_gemm_pa;\n");
+    emit_im2col_rows(b, g, "n", "j0", "k0", "kc", "t + q * kc", NULL);
+    kiln_sb_puts(b, "    kiln_gemm_pack_t(dst, t, kc, kc, n, w);\n}\n\n");
 }
 
 /* ---- the tile cache ---- */

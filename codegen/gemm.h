@@ -44,6 +44,7 @@
 #define KILN_CODEGEN_GEMM_H
 
 #include "codegen/target.h"
+#include "ir/kernel.h"
 #include "ir/util.h"
 
 #include <stdio.h>
@@ -105,5 +106,36 @@ void kiln_emit_gemm_prelude(kiln_sbuf *b, const kiln_cg_target *t);
  * < 1, a leading dimension shorter than its rows) writes an #error line. */
 void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
                     const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi);
+
+/* kiln_emit_gemm with a caller-defined packer of op(B) (NULL: B packed from
+ * its stored matrix). The caller has defined, before the GEMM function,
+ *     static inline void PACKB(void *ctx, float *dst, int64_t k0, int64_t kc,
+ *                              int64_t j0, int64_t n, int64_t w);
+ * which writes op(B)[k0 + k, j0 + e] to dst[k*w + e] for k < kc, e < n, and
+ * 0.0f for n <= e < w (w: the micro-kernel's NR; the layout
+ * kiln_gemm_pack_n/_t write); ctx is the GEMM function's epi_ctx. The B
+ * argument of the GEMM function is then not read; the shape (ldb included)
+ * still describes op(B). The bits of C are those of the stored path when
+ * PACKB writes the same values. May be called from several threads at once
+ * (different dst); it may use the calling thread's kiln_gemm_pa as scratch
+ * for n*kc floats (the GEMM packs A only after B, and keeps KC x NR within
+ * it when a PACKB is named). */
+void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
+                          const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
+                          const char *packb);
+
+/* The NR of the micro-kernel the GEMM for s with `tiles` uses (the w its
+ * PACKB is called with). */
+int kiln_gemm_tiles_nr(const kiln_cg_target *t, const kiln_gemm_shape *s,
+                       const kiln_gemm_tiles *tiles);
+
+/* A PACKB (see kiln_emit_gemm_packb) named `name` for implicit im2col: op(B)
+ * is the column matrix g describes (ir/kernel.h), transposed when tb, with
+ * B's rows from g->r0; the image is the `const float *` C expression ximg
+ * of `ctx`. Writes exactly the values im2col stores (copies of x, +0.0f in
+ * the padding). nr: the largest w it will be called with; t: the target
+ * (AVX-512: masked 16-float copies). Needs the GEMM prelude before it. */
+void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *g, int tb,
+                            int nr, const char *ximg, const kiln_cg_target *t);
 
 #endif

@@ -27,6 +27,7 @@
  * into locals, before the group's loops.
  */
 #include "codegen/lower_group.h"
+#include "ir/conv.h"
 #include "ir/ops.h"
 
 #include <math.h>
@@ -419,7 +420,7 @@ static void lower_gemm(kiln_kb *kb, gctx *c)
     const kiln_node *a = &g->nodes[n->inputs[0]], *b = &g->nodes[n->inputs[1]];
     int ta = kiln_attr_get_int(n, "ta") != 0, tb = kiln_attr_get_int(n, "tb") != 0;
     kiln_kgemm d = {.a = real_buf(kb, c, n->inputs[0]),
-                    .b = real_buf(kb, c, n->inputs[1]),
+                    .b = gr->b_im2col >= 0 ? -1 : real_buf(kb, c, n->inputs[1]),
                     .c = real_buf(kb, c, gr->gemm_out),
                     .M = n->shape[0],
                     .N = n->shape[1],
@@ -429,6 +430,17 @@ static void lower_gemm(kiln_kb *kb, gctx *c)
                     .lda = a->shape[1],
                     .ldb = b->shape[1],
                     .ldc = n->shape[1]};
+    if (gr->b_im2col >= 0) {
+        /* implicit im2col (passes/fuse.h): B packed from the image */
+        const kiln_node *im = &g->nodes[gr->b_im2col];
+        kiln_conv_geom k;
+        kiln_conv_geom_of(g, im, &k);
+        d.b = real_buf(kb, c, im->inputs[0]);
+        d.bimg = (kiln_kim2col){.on = 1, .N = k.N, .C = k.C, .H = k.H, .W = k.W, .kh = k.kh,
+                                .kw = k.kw, .sh = k.sh, .sw = k.sw, .ph = k.ph, .pw = k.pw,
+                                .dh = k.dh, .dw = k.dw, .OH = im->shape[2], .OW = im->shape[3],
+                                .r0 = gr->b_row0};
+    }
     kiln_kb_gemm(kb, &d);
     /* a size-1 axis is index 0, as the tail's broadcasting reads it */
     int32_t coords[2] = {d.M == 1 ? kiln_kx_int(kb, 0) : kiln_kx_var(kb, d.var_i),

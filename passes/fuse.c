@@ -20,6 +20,8 @@
 typedef struct fctx {
     const kiln_graph *g;
     kiln_fuse_plan *f;
+    int32_t *bimg;      /* per GEMM matmul: the im2col producing its B, or -1 */
+    int64_t *brow0;     /* and B's first row in its columns */
     int32_t *cons;      /* consumers, CSR */
     int32_t *cons_at;   /* nnodes + 1 */
     uint8_t *forced;    /* a view needs this node stored */
@@ -157,6 +159,78 @@ static void decide_fates(fctx *c, bool off)
     }
 }
 
+/* ---- implicit im2col ---- */
+
+/* The im2col node whose column matrix GEMM x reads as B: B is
+ * reshape(im2col, [C*kh*kw, N*OH*OW]) or a slice of its rows (*row0 the
+ * first); -1 when not. */
+static int32_t im2col_of_b(const kiln_graph *g, int32_t x, int64_t *row0)
+{
+    const kiln_node *m = &g->nodes[x];
+    int32_t b = m->inputs[1];
+    const kiln_node *n = &g->nodes[b];
+    *row0 = 0;
+    /* B = cols only: packing cols^T from the image (gemm.h can) measured
+     * 2.5x slower for the weight gradient than cols stored and read in place */
+    if (m->inputs[0] == b || kiln_attr_get_int(m, "tb")) return -1;
+    if (n->op == KILN_OP_SLICE) {
+        if (n->rank != 2 || kiln_attr_get_int(n, "axis") != 0 || kiln_attr_get_int(n, "step") != 1 ||
+            n->role != KILN_ROLE_NONE || m->inputs[0] == n->inputs[0])
+            return -1;
+        *row0 = kiln_attr_get_int(n, "start");
+        n = &g->nodes[n->inputs[0]];
+    }
+    if (n->op != KILN_OP_RESHAPE || n->rank != 2 || n->role != KILN_ROLE_NONE) return -1;
+    int32_t s = n->inputs[0];
+    const kiln_node *im = &g->nodes[s];
+    if (im->op != KILN_OP_IM2COL || im->dtype != KILN_F32 || im->rank != 4 ||
+        im->role != KILN_ROLE_NONE)
+        return -1;
+    const kiln_node *xn = &g->nodes[im->inputs[0]];
+    if (xn->dtype != KILN_F32 || xn->rank != 4) return -1;
+    if (n->shape[0] != im->shape[0] || n->shape[1] != im->shape[1] * im->shape[2] * im->shape[3])
+        return -1;
+    return s;
+}
+
+/* Marks the GEMMs that pack B from an image, and makes the im2col, reshape
+ * and slice nodes that only such GEMMs read INLINE (no kernel, no storage). */
+static void implicit_im2col(fctx *c)
+{
+    const kiln_graph *g = c->g;
+    kiln_fuse_plan *f = c->f;
+    for (int32_t x = 0; x < g->nnodes; x++) {
+        c->bimg[x] = -1;
+        if (f->fate[x] == KILN_FATE_GROUP && kiln_matmul_is_gemm(g, x))
+            c->bimg[x] = im2col_of_b(g, x, &c->brow0[x]);
+    }
+    /* consumers come after their producers: slices, then reshapes, then im2col */
+    for (int32_t y = g->nnodes - 1; y >= 0; y--) {
+        const kiln_node *n = &g->nodes[y];
+        if ((n->op != KILN_OP_SLICE && n->op != KILN_OP_RESHAPE && n->op != KILN_OP_IM2COL) ||
+            n->role != KILN_ROLE_NONE || f->fate[y] == KILN_FATE_LEAF)
+            continue;
+        bool all = c->cons_at[y + 1] > c->cons_at[y];
+        for (int32_t k = c->cons_at[y]; k < c->cons_at[y + 1] && all; k++) {
+            int32_t r = c->cons[k];
+            const kiln_node *rn = &g->nodes[r];
+            bool gemm = c->bimg[r] >= 0 && rn->inputs[1] == y && rn->inputs[0] != y;
+            bool chain = c->mark[r] == 4; /* a slice or reshape of the chain, made INLINE */
+            all = gemm || chain;
+        }
+        if (!all) continue;
+        f->fate[y] = KILN_FATE_INLINE;
+        f->alias_of[y] = -1;
+        c->mark[y] = 4;
+    }
+    memset(c->mark, 0, (size_t)g->nnodes);
+    /* only where the im2col goes: packing from the image instead of a stored
+     * column matrix (a training step's weight gradient reads it as A)
+     * measured no faster for the forward GEMM alone */
+    for (int32_t x = 0; x < g->nnodes; x++)
+        if (c->bimg[x] >= 0 && f->fate[c->bimg[x]] != KILN_FATE_INLINE) c->bimg[x] = -1;
+}
+
 /* ---- groups ---- */
 
 static kiln_status add_member(kiln_fuse_plan *f, int32_t gi, int32_t x)
@@ -175,7 +249,8 @@ static kiln_status new_group(kiln_fuse_plan *f, int32_t x, bool elementwise)
     kiln_fgroup *ng = realloc(f->groups, (size_t)(f->ngroups + 1) * sizeof *ng);
     if (!ng) return KILN_ERR_NOMEM;
     f->groups = ng;
-    ng[f->ngroups] = (kiln_fgroup){.anchor = x, .elementwise = elementwise, .gemm_out = -1};
+    ng[f->ngroups] = (kiln_fgroup){.anchor = x, .elementwise = elementwise, .gemm_out = -1,
+                                   .b_im2col = -1};
     return add_member(f, f->ngroups++, x);
 }
 
@@ -299,6 +374,10 @@ static kiln_status form_groups(fctx *c, bool off)
             st = join >= 0 ? add_member(f, join, x) : new_group(f, x, true);
         } else {
             st = new_group(f, x, pointwise(n->op));
+            if (!st && c->bimg && c->bimg[x] >= 0) {
+                f->groups[f->ngroups - 1].b_im2col = c->bimg[x];
+                f->groups[f->ngroups - 1].b_row0 = c->brow0[x];
+            }
         }
         if (st) return st;
     }
@@ -511,12 +590,20 @@ kiln_status kiln_fuse(const kiln_graph *g, const kiln_fuse_options *opt, kiln_fu
     }
     free(fill);
     decide_fates(&c, off);
+    if (!off && opt && opt->implicit_im2col) {
+        c.bimg = malloc(n * sizeof *c.bimg);
+        c.brow0 = malloc(n * sizeof *c.brow0);
+        if (!c.bimg || !c.brow0) goto done;
+        implicit_im2col(&c);
+    }
     if ((st = form_groups(&c, off))) goto done;
     decide_storage(&c);
     assign_kernels(&c, off);
     if (!off) hoist_updates(&c);
     st = KILN_OK;
 done:
+    free(c.bimg);
+    free(c.brow0);
     free(c.cons);
     free(c.cons_at);
     free(c.forced);

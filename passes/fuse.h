@@ -45,6 +45,16 @@
  * runs as early as what it reads and the readers of the old values allow
  * (so the gradients it reads die sooner).
  *
+ * Implicit im2col (kiln_fuse_options.implicit_im2col): a rank-2 f32 matmul
+ * (a GEMM) whose B operand is im2col(x) seen as a matrix (reshape to
+ * [C*kh*kw, N*OH*OW], and for a convolution group a slice of its rows) takes
+ * the im2col as a *producer* of its B: the group records the im2col node
+ * (kiln_fgroup.b_im2col) and the GEMM packs op(B)'s panels straight from x
+ * (codegen/gemm.h: PACKB), transposed or not. The im2col, the reshape and the
+ * slice then become INLINE (no kernel, no storage) when every reader of them
+ * is such a GEMM; otherwise they stay (the GEMMs that can still read x). The
+ * packed values are those im2col stores, so the bits do not change.
+ *
  * Expects: a verified graph in topological order.
  * Guarantees: the plan above; deterministic.
  */
@@ -67,6 +77,9 @@ typedef struct kiln_fgroup {
     int32_t nmembers;
     int32_t gemm_out; /* matmul anchors: the stored member the GEMM sums into */
     int32_t kernel;   /* the kernel that runs it */
+    int32_t b_im2col; /* GEMM anchors: the im2col node whose column matrix the GEMM
+                         packs op(B) from, reading the image (implicit im2col), or -1 */
+    int64_t b_row0;   /* then: the first row of the columns B starts at (a group's) */
 } kiln_fgroup;
 
 typedef struct kiln_fuse_plan {
@@ -82,6 +95,8 @@ typedef struct kiln_fuse_plan {
 
 typedef struct kiln_fuse_options {
     bool off; /* one group per non-leaf node, nothing inlined (for comparisons) */
+    bool implicit_im2col; /* GEMMs pack B straight from im2col's image (C backend only:
+                             the LLVM backend does not read kiln_kgemm.bimg) */
 } kiln_fuse_options;
 
 kiln_status kiln_fuse(const kiln_graph *g, const kiln_fuse_options *opt, kiln_fuse_plan **out);

@@ -100,6 +100,7 @@ typedef struct built {
     int ntrain; /* plan index of train_step, or -1 */
     double t_graphs, t_lower, t_memplan; /* seconds (kiln_compile_timings) */
     bool kernels; /* kernels are built: entries go through passes/conv_lower.c */
+    bool implicit_im2col; /* C kernels only: GEMMs pack B from im2col's image (passes/fuse.h) */
     char err[2048];
 } built;
 
@@ -390,7 +391,8 @@ static kiln_status lower_entry(built *b, int e)
 {
     kiln_plan_entry *pe = &b->plan.entries[e];
     const kiln_graph *g = b->graphs[e];
-    kiln_status st = kiln_fuse(g, NULL, &b->fusion[e]);
+    kiln_fuse_options fo = {.implicit_im2col = b->implicit_im2col};
+    kiln_status st = kiln_fuse(g, &fo, &b->fusion[e]);
     if (st) return berr(b, st, "%s: fusion: %s", pe->name, kiln_status_str(st));
     const kiln_fuse_plan *f = b->fusion[e];
     if (!(pe->kernels = calloc((size_t)(f->nkernels ? f->nkernels : 1), sizeof *pe->kernels)))
@@ -580,6 +582,10 @@ static kiln_status build(const kiln_graph *forward, const kiln_compile_options *
     memset(b, 0, sizeof *b);
     b->ntrain = -1;
     b->kernels = kernels;
+    /* the LLVM backend reads no kiln_kgemm.bimg; KILN_EXPLICIT_IM2COL=1 keeps
+     * the stored column matrix (for comparisons) */
+    const char *ex = getenv("KILN_EXPLICIT_IM2COL");
+    b->implicit_im2col = kernels && opt->backend == KILN_BACKEND_C && !(ex && *ex && strcmp(ex, "0"));
     double t0 = now_seconds();
     if (!(b->plan.entries = calloc(MAX_ENTRIES, sizeof *b->plan.entries)))
         return berr(b, KILN_ERR_NOMEM, "out of memory");
@@ -1380,7 +1386,9 @@ kiln_status kiln_aot_plan_build(const kiln_graph *forward, const kiln_compile_op
         set_err(err, "out of memory");
         return KILN_ERR_NOMEM;
     }
-    kiln_status st = build(forward, opt, true, b);
+    kiln_compile_options o2 = *opt;
+    if (hook) o2.backend = KILN_BACKEND_LLVM; /* the hook builds the kernels with LLVM */
+    kiln_status st = build(forward, &o2, true, b);
     int e = -1;
     for (int i = 0; !st && i < b->plan.nentries; i++)
         if (!strcmp(b->plan.entries[i].name, "forward")) e = i;

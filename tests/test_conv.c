@@ -383,6 +383,154 @@ Test(conv, pass_leaves_many_groups_to_direct_kernels)
     kiln_graph_free(f);
 }
 
+/* ---- implicit im2col (passes/fuse.h): the GEMM packs B from the image ---- */
+
+/* x [2,C,H,W] -> conv2d(Co, 3x3, groups) -> relu: a forward-only graph
+ * (an output, no loss). */
+static kiln_graph *conv_forward(int64_t groups, int64_t cin, int64_t cout, int64_t stride)
+{
+    kiln_graph *g = kiln_graph_new("conv_forward");
+    int64_t xs[4] = {2, cin, 9, 11};
+    kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
+    kiln_conv_params p = {.padding = {1, 1}, .stride = {stride, stride}, .groups = groups};
+    kiln_value y = kiln_relu(g, kiln_conv2d_layer(g, x, cout, 3, 3, &p, 1, "conv"));
+    cr_assert_eq(kiln_set_output(g, y, "y"), KILN_OK, "%s", kiln_graph_error(g));
+    return g;
+}
+
+/* The plan: with the option, no im2col group, the GEMMs record their
+ * im2col, one kernel less per GEMM's im2col; the arena loses the column
+ * matrix. */
+Test(conv, implicit_im2col_removes_the_kernel_and_buffer)
+{
+    for (int64_t G = 1; G <= 2; G++) {
+        kiln_graph *g = conv_forward(G, 4, 6, 1);
+        kiln_graph *t = kiln_graph_clone(g);
+        cr_assert_not_null(t);
+        cr_assert_eq(kiln_run_pass(t, "conv_lower"), KILN_OK, "%s", kiln_graph_error(t));
+        cr_assert_eq(kiln_test_count_op(t, "im2col"), 1);
+        kiln_fuse_plan *ex = NULL, *im = NULL;
+        kiln_fuse_options on = {.implicit_im2col = true};
+        cr_assert_eq(kiln_fuse(t, NULL, &ex), KILN_OK);
+        cr_assert_eq(kiln_fuse(t, &on, &im), KILN_OK);
+        int im2col_groups[2] = {0, 0}, implicit = 0;
+        for (int32_t gi = 0; gi < ex->ngroups; gi++)
+            im2col_groups[0] += t->nodes[ex->groups[gi].anchor].op == KILN_OP_IM2COL;
+        for (int32_t gi = 0; gi < im->ngroups; gi++) {
+            im2col_groups[1] += t->nodes[im->groups[gi].anchor].op == KILN_OP_IM2COL;
+            int32_t b = im->groups[gi].b_im2col;
+            if (b >= 0) {
+                implicit++;
+                cr_assert_eq(t->nodes[b].op, KILN_OP_IM2COL);
+                cr_assert_eq(im->fate[b], KILN_FATE_INLINE);
+                cr_assert_eq(im->groups[gi].b_row0, (G == 1 ? 0 : 2 * 9 * (implicit - 1)));
+            }
+        }
+        cr_assert_eq(im2col_groups[0], 1);
+        cr_assert_eq(im2col_groups[1], 0, "the im2col still has a kernel");
+        cr_assert_eq(implicit, (int)G, "one GEMM per group packs from the image");
+        /* G > 1: the row slices go too */
+        cr_assert_eq(im->nkernels, ex->nkernels - 1 - (G > 1 ? (int32_t)G : 0),
+                     "kernels: %d implicit, %d explicit", im->nkernels, ex->nkernels);
+        kiln_fuse_plan_free(ex);
+        kiln_fuse_plan_free(im);
+        kiln_graph_free(t);
+
+        /* the programs: kernels and arena (kiln_plan_stats, the C backend's plan) */
+        kiln_program_stats s[2];
+        char *err = NULL;
+        for (int m = 0; m < 2; m++) {
+            setenv("KILN_EXPLICIT_IM2COL", m ? "1" : "0", 1);
+            cr_assert_eq(kiln_plan_stats(g, NULL, &s[m], &err), KILN_OK, "%s", err ? err : "");
+        }
+        unsetenv("KILN_EXPLICIT_IM2COL");
+        size_t cols = (size_t)(4 * 9) * 2 * 9 * 11 * sizeof(float);
+        cr_assert_leq(s[0].arena_bytes + cols, s[1].arena_bytes,
+                      "arena %zu implicit, %zu explicit (cols %zu bytes)", s[0].arena_bytes,
+                      s[1].arena_bytes, cols);
+        char *k[2];
+        for (int m = 0; m < 2; m++) {
+            setenv("KILN_EXPLICIT_IM2COL", m ? "1" : "0", 1);
+            k[m] = kiln_plan_kernels(g, NULL, &err);
+            cr_assert_not_null(k[m], "%s", err ? err : "");
+        }
+        unsetenv("KILN_EXPLICIT_IM2COL");
+        cr_assert_null(strstr(k[0], "im2col"), "%s", k[0]);
+        cr_assert_not_null(strstr(k[1], "im2col"), "%s", k[1]);
+        free(k[0]);
+        free(k[1]);
+        kiln_graph_free(g);
+    }
+}
+
+/* Runs entry `entry` of the golden graph compiled with implicit im2col
+ * (explicit = 0) or without; returns every output and gradient, in order. */
+static float *golden_run(golden *G, int explicit_cols, const char *entry, size_t *n)
+{
+    setenv("KILN_EXPLICIT_IM2COL", explicit_cols ? "1" : "0", 1);
+    kiln_compile_options o = kiln_compile_defaults();
+    o.threads = 2;
+    o.cache_dir = cache_dir;
+    o.train.keep_grads = 1;
+    kiln_program *p = NULL;
+    char *err = NULL;
+    cr_assert_eq(kiln_compile(G->g, &o, &p, &err), KILN_OK, "%s", err ? err : "");
+    unsetenv("KILN_EXPLICIT_IM2COL");
+    char nm[96];
+    for (int k = 0; k < G->n; k++) {
+        const char *ts[4] = {"x", "w", "dy", "b"};
+        for (int t = 0; t < (G->c[k].bias ? 4 : 3); t++) {
+            snprintf(nm, sizeof nm, "%s.%s", G->c[k].name, ts[t]);
+            set_from(p, G->c[k].name, ts[t], nm);
+        }
+    }
+    cr_assert_eq(kiln_program_set_hparam(p, "step", 1), KILN_OK);
+    cr_assert_eq(kiln_program_run(p, entry), KILN_OK, "%s", kiln_program_error(p));
+    size_t cap = 1 << 20, used = 0;
+    float *out = malloc(cap * sizeof *out);
+    cr_assert_not_null(out);
+    for (int k = 0; k < G->n; k++) {
+        const char *names[4] = {"y", "grad.%s.x", "grad.%s.w", "grad.%s.b"};
+        int nt = strcmp(entry, "forward") ? (G->c[k].bias ? 4 : 3) : 1;
+        for (int t = 0; t < nt; t++) {
+            if (t == 0) snprintf(nm, sizeof nm, "%s.y", G->c[k].name);
+            else snprintf(nm, sizeof nm, names[t], G->c[k].name);
+            kiln_npy e;
+            load(G->c[k].name, t == 0 ? "dy" : t == 1 ? "x" : t == 2 ? "w" : "b", &e);
+            size_t ne = (size_t)e.numel;
+            kiln_npy_free(&e);
+            cr_assert_leq(used + ne, cap);
+            cr_assert_eq(kiln_program_get(p, nm, out + used, ne * sizeof *out), KILN_OK, "%s: %s",
+                         nm, kiln_program_error(p));
+            used += ne;
+        }
+    }
+    kiln_program_free(p);
+    free(err);
+    *n = used;
+    return out;
+}
+
+/* Packing from the image computes the same bits as packing the stored
+ * column matrix, over the golden cases (stride, padding, dilation, groups). */
+Test(conv, implicit_im2col_is_bit_identical)
+{
+    golden G;
+    golden_graph(&G);
+    const char *entries[2] = {"train_step", "forward"};
+    for (int e = 0; e < 2; e++) {
+        size_t n0, n1;
+        float *a = golden_run(&G, 0, entries[e], &n0), *b = golden_run(&G, 1, entries[e], &n1);
+        cr_assert_eq(n0, n1);
+        size_t bad = 0;
+        for (size_t i = 0; i < n0; i++) bad += memcmp(&a[i], &b[i], sizeof *a) != 0;
+        cr_assert_eq(bad, 0, "%s: %zu of %zu values differ", entries[e], bad, n0);
+        free(a);
+        free(b);
+    }
+    kiln_graph_free(G.g);
+}
+
 /* ---- the direct lowering rules, through the kernel-IR evaluator ---- */
 
 static uint64_t rng = 0x243F6A8885A308D3ull;

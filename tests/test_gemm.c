@@ -370,6 +370,138 @@ Test(gemm, avx2_target)
 #endif
 }
 
+/* ---- implicit im2col: op(B) packed from an image (kiln_emit_gemm_packb) ---- */
+
+/* The column matrix of x [N, C, H, W] (ir/conv.h), [C*kh*kw, N*OH*OW]. */
+static void ref_im2col(const kiln_kim2col *g, const float *x, float *cols)
+{
+    int64_t P = g->OH * g->OW;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t i = 0; i < g->kh; i++)
+            for (int64_t j = 0; j < g->kw; j++)
+                for (int64_t n = 0; n < g->N; n++)
+                    for (int64_t oh = 0; oh < g->OH; oh++)
+                        for (int64_t ow = 0; ow < g->OW; ow++) {
+                            int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                            int64_t iw = ow * g->sw - g->pw + j * g->dw;
+                            bool in = ih >= 0 && ih < g->H && iw >= 0 && iw < g->W;
+                            cols[((c * g->kh + i) * g->kw + j) * g->N * P + (n * g->OH + oh) * g->OW + ow] =
+                                in ? x[((n * g->C + c) * g->H + ih) * g->W + iw] : 0.0f;
+                        }
+}
+
+/* GEMMs whose B is an image's column matrix (from row r0, transposed or
+ * not), packed from the image by kiln_emit_im2col_packb, give the bits of
+ * the same GEMM on the stored column matrix, on every target. */
+static void check_im2col_packb(const kiln_cg_target *t)
+{
+    /* N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw; rows of B from r0 (a group) */
+    static const int64_t geo[][13] = {
+        {2, 3, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 0},  {2, 4, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 18},
+        {1, 2, 10, 7, 3, 2, 1, 1, 2, 0, 2, 1, 0},  {3, 2, 5, 40, 1, 3, 1, 1, 0, 1, 1, 1, 3},
+        {2, 5, 6, 6, 2, 2, 2, 1, 0, 1, 1, 2, 8},
+    };
+    enum { NG = sizeof geo / sizeof geo[0] };
+    kiln_kim2col g[NG];
+    kiln_gemm_shape sh[2 * NG];
+    kiln_gemm_tiles tl[2 * NG];
+    kiln_sbuf b = {0};
+    kiln_sb_puts(&b, "#include <stdint.h>\n#include <string.h>\n\n"
+                     "typedef struct kiln_rt {\n    void *pool;\n"
+                     "    void (*parallel_for)(void *pool, int64_t n, void (*fn)(void *, int64_t, "
+                     "int64_t), void *ctx);\n} kiln_rt;\n\n"
+                     "typedef struct ictx {\n    const float *x;\n} ictx;\n\n");
+    kiln_emit_gemm_prelude(&b, t);
+    char name[32], pk[32];
+    for (int q = 0; q < NG; q++) {
+        const int64_t *v = geo[q];
+        g[q] = (kiln_kim2col){.on = 1, .N = v[0], .C = v[1], .H = v[2], .W = v[3], .kh = v[4],
+                              .kw = v[5], .sh = v[6], .sw = v[7], .ph = v[8], .pw = v[9],
+                              .dh = v[10], .dw = v[11], .r0 = v[12]};
+        g[q].OH = (g[q].H + 2 * g[q].ph - g[q].dh * (g[q].kh - 1) - 1) / g[q].sh + 1;
+        g[q].OW = (g[q].W + 2 * g[q].pw - g[q].dw * (g[q].kw - 1) - 1) / g[q].sw + 1;
+        int64_t rows = g[q].C * g[q].kh * g[q].kw - g[q].r0, P = g[q].N * g[q].OH * g[q].OW;
+        /* C = A @ cols[r0..] (tb 0), C = A @ cols[r0..]^T (tb 1) */
+        sh[2 * q] = (kiln_gemm_shape){.M = 7, .N = P, .K = rows, .lda = rows, .ldb = P, .ldc = P};
+        sh[2 * q + 1] = (kiln_gemm_shape){.M = 5, .N = rows, .K = P, .tb = 1, .lda = P, .ldb = P,
+                                          .ldc = rows};
+        for (int tb = 0; tb < 2; tb++) {
+            int i = 2 * q + tb;
+            kiln_gemm_tiles_model(t, &sh[i], &tl[i]);
+            tl[i].kc = 16; /* several KC blocks */
+            tl[i].nc = 2 * tl[i].nr;
+            snprintf(pk, sizeof pk, "pk%d", i);
+            kiln_emit_im2col_packb(&b, pk, &g[q], tb, kiln_gemm_tiles_nr(t, &sh[i], &tl[i]),
+                                   "((const ictx *)ctx)->x", t);
+            snprintf(name, sizeof name, "im%d", i);
+            kiln_emit_gemm_packb(&b, name, &sh[i], t, &tl[i], NULL, pk);
+            snprintf(name, sizeof name, "ex%d", i);
+            kiln_emit_gemm(&b, name, &sh[i], t, &tl[i], NULL);
+        }
+    }
+    kiln_sb_puts(&b, "void (*const kiln_test_gemms[])(const float *, const float *, float *,\n"
+                     "    const kiln_rt *, void *) = {\n");
+    for (int i = 0; i < 2 * NG; i++) kiln_sb_printf(&b, "    im%d, ex%d,\n", i, i);
+    kiln_sb_puts(&b, "};\n");
+    cr_assert(!b.oom);
+    kiln_cc_options o = {.cc = NULL, .cache_dir = cache, .verbose = 0};
+    kiln_so *so = NULL;
+    int cached;
+    double secs;
+    char *err = NULL;
+    kiln_status st = kiln_cc_load(b.p, &o, &so, &cached, &secs, &err);
+    free(b.p);
+    cr_assert_eq(st, KILN_OK, "%s", err ? err : "");
+    gemm_fn const *fns = kiln_so_sym(so, "kiln_test_gemms");
+    cr_assert_not_null(fns);
+    kiln_pool *pool = kiln_pool_new(3);
+    cr_assert_not_null(pool);
+    kiln_rt rt = kiln_pool_rt(pool);
+    uint32_t seed = 99;
+    for (int q = 0; q < NG; q++) {
+        int64_t nx = g[q].N * g[q].C * g[q].H * g[q].W;
+        int64_t ncols = g[q].C * g[q].kh * g[q].kw * g[q].N * g[q].OH * g[q].OW;
+        float *x = malloc((size_t)nx * sizeof *x), *cols = malloc((size_t)ncols * sizeof *cols);
+        cr_assert(x && cols);
+        for (int64_t e = 0; e < nx; e++) x[e] = rnd(&seed);
+        ref_im2col(&g[q], x, cols);
+        for (int tb = 0; tb < 2; tb++) {
+            const kiln_gemm_shape *s = &sh[2 * q + tb];
+            int64_t na = s->M * s->lda, nc = s->M * s->ldc;
+            float *A = malloc((size_t)na * sizeof *A), *C0 = malloc((size_t)nc * sizeof *C0),
+                  *C1 = malloc((size_t)nc * sizeof *C1);
+            cr_assert(A && C0 && C1);
+            for (int64_t e = 0; e < na; e++) A[e] = rnd(&seed);
+            struct { const float *x; } ctx = {x};
+            fns[2 * (2 * q + tb)](A, NULL, C0, &rt, &ctx);
+            fns[2 * (2 * q + tb) + 1](A, cols + g[q].r0 * s->ldb, C1, &rt, NULL);
+            int64_t bad = 0;
+            for (int64_t e = 0; e < nc; e++) bad += memcmp(&C0[e], &C1[e], sizeof *C0) != 0;
+            cr_expect_eq(bad, 0, "%s: image %d, tb %d: %lld of %lld elements differ",
+                         kiln_isa_name(t->isa), q, tb, (long long)bad, (long long)nc);
+            free(A);
+            free(C0);
+            free(C1);
+        }
+        free(x);
+        free(cols);
+    }
+    kiln_pool_free(pool);
+    kiln_so_close(so);
+}
+
+Test(gemm, im2col_packb_host) {
+    kiln_cg_target t;
+    kiln_target_host(&t);
+    check_im2col_packb(&t);
+}
+
+Test(gemm, im2col_packb_scalar) {
+    kiln_cg_target t;
+    cr_assert_eq(kiln_target_parse("scalar", &t), KILN_OK);
+    check_im2col_packb(&t);
+}
+
 /* ---- tiles, the cache, the search ---- */
 
 Test(gemm, model_tiles_fit_the_shape)
