@@ -687,6 +687,32 @@ static LLVMValueRef ex_load(kl_fn *f, const kiln_kexpr *x)
     return from_mem(m, v, t);
 }
 
+bool kl_cmp_pred(int op, LLVMRealPredicate *rp, LLVMIntPredicate *ip)
+{
+    switch (op) {
+    case KX_LT:
+        *rp = LLVMRealOLT, *ip = LLVMIntSLT;
+        return true;
+    case KX_LE:
+        *rp = LLVMRealOLE, *ip = LLVMIntSLE;
+        return true;
+    case KX_GT:
+        *rp = LLVMRealOGT, *ip = LLVMIntSGT;
+        return true;
+    case KX_GE:
+        *rp = LLVMRealOGE, *ip = LLVMIntSGE;
+        return true;
+    case KX_EQ:
+        *rp = LLVMRealOEQ, *ip = LLVMIntEQ;
+        return true;
+    case KX_NE:
+        *rp = LLVMRealUNE, *ip = LLVMIntNE;
+        return true;
+    default:
+        return false;
+    }
+}
+
 static LLVMValueRef ex_binary(kl_fn *f, int32_t e, const kiln_kexpr *x)
 {
     kl_mod *m = f->m;
@@ -720,8 +746,8 @@ static LLVMValueRef ex_binary(kl_fn *f, int32_t e, const kiln_kexpr *x)
     }
     arith(m, &a, &b);
     bool fp = is_fp_type(LLVMTypeOf(a));
-    LLVMRealPredicate rp = LLVMRealOLT;
-    LLVMIntPredicate ip = LLVMIntSLT;
+    LLVMRealPredicate rp;
+    LLVMIntPredicate ip;
     switch (x->op) {
     case KX_ADD:
         return fp ? LLVMBuildFAdd(m->b, a, b, "") : LLVMBuildAdd(m->b, a, b, "");
@@ -729,25 +755,10 @@ static LLVMValueRef ex_binary(kl_fn *f, int32_t e, const kiln_kexpr *x)
         return fp ? LLVMBuildFSub(m->b, a, b, "") : LLVMBuildSub(m->b, a, b, "");
     case KX_MUL:
         return fp ? LLVMBuildFMul(m->b, a, b, "") : LLVMBuildMul(m->b, a, b, "");
-    case KX_LT:
-        rp = LLVMRealOLT, ip = LLVMIntSLT;
-        break;
-    case KX_LE:
-        rp = LLVMRealOLE, ip = LLVMIntSLE;
-        break;
-    case KX_GT:
-        rp = LLVMRealOGT, ip = LLVMIntSGT;
-        break;
-    case KX_GE:
-        rp = LLVMRealOGE, ip = LLVMIntSGE;
-        break;
-    case KX_EQ:
-        rp = LLVMRealOEQ, ip = LLVMIntEQ;
-        break;
-    case KX_NE:
-        rp = LLVMRealUNE, ip = LLVMIntNE;
-        break;
     default:
+        break;
+    }
+    if (!kl_cmp_pred(x->op, &rp, &ip)) {
         kl_fail(m, "kernel %s: expression %d: an unknown binary op %d", f->k->name, e, x->op);
         return LLVMConstNull(kl_cty(m, t));
     }

@@ -178,6 +178,10 @@ void kl_forget(kl_fn *f);
 LLVMValueRef kl_buf_ptr(kl_fn *f, int32_t b);
 LLVMValueRef kl_conv(kl_mod *m, LLVMValueRef v, LLVMTypeRef to);
 
+/* The predicates of comparison op (KX_LT ... KX_NE): ordered float ones
+ * (!= unordered, as C), signed integer ones; false for any other op. */
+bool kl_cmp_pred(int op, LLVMRealPredicate *rp, LLVMIntPredicate *ip);
+
 /* ---- outer loops as vector code (emit_llvm_vec.c) ---- */
 /* Loop s over [lo, hi) (i64 values) W = m->vw iterations at a time when its
  * body holds inner loops and is one emit_llvm_vec.c proves equivalent:

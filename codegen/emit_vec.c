@@ -30,6 +30,8 @@
  *     variables with bounds inside the buffer for every iteration;
  *   - a local set in the body is read only after its set in the same
  *     iteration and nowhere outside the loop.
+ * (The proof is codegen/vec_proof.c, shared with the LLVM backend's outer
+ * loops; this file writes the C.)
  * Every lane computes the same IEEE single-precision operations the scalar
  * code does, in the same order, so results are bit-identical to the scalar
  * loop (and to any split across threads); a NaN result is a NaN, though
@@ -44,449 +46,22 @@
  * statements (omitted when the extent is a multiple of W).
  */
 #include "codegen/emit_c_internal.h"
+#include "codegen/vec_proof.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_TERMS 12
-
-/* An affine int64 expression: c0 + sum of coef[i] * loop variable var[i]. */
-typedef struct aff {
-    int n;
-    int32_t var[MAX_TERMS];
-    int64_t coef[MAX_TERMS];
-    int64_t c0;
-} aff;
-
-typedef struct mref {
-    int32_t buf, index;
-    bool store;
-} mref;
 
 typedef struct vctx {
     kctx *c;
     const kiln_kernel *k;
     const kiln_kstmt *loop;
     int W;
-    uint8_t *bodyset; /* per local: set in the body */
-    uint8_t *setyet;  /* per local: set by a statement already checked */
-    int8_t *dep;      /* per expression: -1 unknown, 0 invariant, 1 varies with the lane */
-    uint8_t *seen;    /* per expression: checks done (1, 2: value; 4, 8: any; odd: unconditional) */
-    int32_t *wn;      /* per expression: its vector temporary in this statement, or -1 */
+    kiln_vproof p; /* the proof (codegen/vec_proof.c): bodyset, dep */
+    int32_t *wn;   /* per expression: its vector temporary in this statement, or -1 */
     int nw;
     int32_t *done; /* loads and broadcasts written in this statement */
     int ndone;
-    mref *refs;
-    int nrefs, cap;
-    bool oom;
 } vctx;
-
-/* ---- analysis ---- */
-
-static bool int_type(int t)
-{
-    return t == KILN_I64 || t == KILN_I32 || t == KILN_U8;
-}
-
-/* A buffer the kernel reads as a const node's inlined value. */
-static bool const_buf(const vctx *v, int32_t buf)
-{
-    return !v->c->bi[buf].param && !v->c->bi[buf].scratch;
-}
-
-static bool bad_expr(const vctx *v, int32_t e)
-{
-    return e < 0 || e >= v->k->nexprs;
-}
-
-/* Whether e's value differs between iterations of the loop: it reads the
- * loop variable or a local the body sets. */
-static bool dep(vctx *v, int32_t e)
-{
-    if (bad_expr(v, e)) return true;
-    if (v->dep[e] >= 0) return v->dep[e];
-    const kiln_kexpr *x = &v->k->exprs[e];
-    bool d = false;
-    if (x->op == KX_VAR)
-        d = x->a == v->loop->var;
-    else if (x->op == KX_LOCAL)
-        d = x->a >= 0 && x->a < v->k->nlocals && v->bodyset[x->a];
-    else if (x->op == KX_LOAD && x->a >= 0 && x->a < v->k->nbufs && const_buf(v, x->a))
-        d = false;
-    else {
-        int32_t ops[3];
-        bool cond[3];
-        int n = kiln_ce_operands(x, ops, cond);
-        for (int i = 0; i < n; i++)
-            d |= dep(v, ops[i]);
-    }
-    v->dep[e] = d;
-    return d;
-}
-
-/* The coefficient of the loop variable in index e when e is that variable
- * times a constant plus something invariant. */
-static bool vcoef(vctx *v, int32_t e, int64_t *coef, int depth)
-{
-    if (bad_expr(v, e) || depth > 64) return false;
-    if (!dep(v, e)) {
-        *coef = 0;
-        return true;
-    }
-    const kiln_kexpr *x = &v->k->exprs[e];
-    int64_t a, b;
-    if (!int_type(x->dtype)) return false;
-    switch (x->op) {
-    case KX_VAR:
-        *coef = 1;
-        return true;
-    case KX_ADD:
-    case KX_SUB:
-        if (!vcoef(v, x->a, &a, depth + 1) || !vcoef(v, x->b, &b, depth + 1)) return false;
-        return x->op == KX_ADD ? !__builtin_add_overflow(a, b, coef)
-                               : !__builtin_sub_overflow(a, b, coef);
-    case KX_MUL: {
-        int32_t k = x->a, o = x->b;
-        if (dep(v, k)) k = x->b, o = x->a;
-        if (dep(v, k) || bad_expr(v, k) || v->k->exprs[k].op != KX_CONST) return false;
-        if (!vcoef(v, o, &a, depth + 1)) return false;
-        return !__builtin_mul_overflow(a, v->k->exprs[k].i, coef);
-    }
-    case KX_NEG:
-        if (!vcoef(v, x->a, &a, depth + 1) || a == INT64_MIN) return false;
-        *coef = -a;
-        return true;
-    default:
-        return false;
-    }
-}
-
-static bool aff_add(aff *r, const aff *a, const aff *b, int64_t sb)
-{
-    *r = *a;
-    int64_t t;
-    if (__builtin_mul_overflow(b->c0, sb, &t) || __builtin_add_overflow(r->c0, t, &r->c0))
-        return false;
-    for (int i = 0; i < b->n; i++) {
-        if (__builtin_mul_overflow(b->coef[i], sb, &t)) return false;
-        int j = 0;
-        while (j < r->n && r->var[j] != b->var[i])
-            j++;
-        if (j == r->n) {
-            if (r->n == MAX_TERMS) return false;
-            r->var[r->n] = b->var[i];
-            r->coef[r->n++] = 0;
-        }
-        if (__builtin_add_overflow(r->coef[j], t, &r->coef[j])) return false;
-    }
-    return true;
-}
-
-static bool aff_scale(aff *r, int64_t s)
-{
-    if (__builtin_mul_overflow(r->c0, s, &r->c0)) return false;
-    for (int i = 0; i < r->n; i++)
-        if (__builtin_mul_overflow(r->coef[i], s, &r->coef[i])) return false;
-    return true;
-}
-
-/* e as an affine form over loop variables, or false. */
-static bool affine(const kiln_kernel *k, int32_t e, aff *r, int depth)
-{
-    memset(r, 0, sizeof *r);
-    if (e < 0 || e >= k->nexprs || depth > 64) return false;
-    const kiln_kexpr *x = &k->exprs[e];
-    if (!int_type(x->dtype)) return false;
-    aff a, b;
-    switch (x->op) {
-    case KX_CONST:
-        r->c0 = x->i;
-        return true;
-    case KX_VAR:
-        r->n = 1;
-        r->var[0] = x->a;
-        r->coef[0] = 1;
-        return true;
-    case KX_ADD:
-    case KX_SUB:
-        return affine(k, x->a, &a, depth + 1) && affine(k, x->b, &b, depth + 1) &&
-               aff_add(r, &a, &b, x->op == KX_ADD ? 1 : -1);
-    case KX_MUL:
-        if (!affine(k, x->a, &a, depth + 1) || !affine(k, x->b, &b, depth + 1)) return false;
-        if (a.n == 0) {
-            *r = b;
-            return aff_scale(r, a.c0);
-        }
-        if (b.n == 0) {
-            *r = a;
-            return aff_scale(r, b.c0);
-        }
-        return false;
-    case KX_NEG:
-        if (!affine(k, x->a, r, depth + 1)) return false;
-        return aff_scale(r, -1);
-    default:
-        return false;
-    }
-}
-
-/* Whether index expressions e and f name the same element in every
- * iteration (the same expression, or equal affine forms). */
-static bool same_element(const kiln_kernel *k, int32_t e, int32_t f)
-{
-    if (e == f) return true;
-    aff a, b, d;
-    if (!affine(k, e, &a, 0) || !affine(k, f, &b, 0) || !aff_add(&d, &a, &b, -1)) return false;
-    if (d.c0) return false;
-    for (int i = 0; i < d.n; i++)
-        if (d.coef[i]) return false;
-    return true;
-}
-
-/* The extent of loop variable var (its loop, or a GEMM's rows / columns). */
-static int64_t var_extent(const kiln_kernel *k, int32_t var)
-{
-    for (int32_t s = 0; s < k->nstmts; s++)
-        if (k->stmts[s].kind == KS_LOOP && k->stmts[s].var == var) return k->stmts[s].extent;
-    for (int32_t g = 0; g < k->ngemms; g++) {
-        if (k->gemms[g].var_i == var) return k->gemms[g].M;
-        if (k->gemms[g].var_j == var) return k->gemms[g].N;
-    }
-    return -1;
-}
-
-/* Whether index e stays inside buffer buf for every value of the loop
- * variables: a load the scalar code evaluates only on some paths is safe to
- * evaluate on every lane. */
-static bool in_bounds(const vctx *v, int32_t e, int32_t buf)
-{
-    aff a;
-    if (!affine(v->k, e, &a, 0)) return false;
-    int64_t lo = a.c0, hi = a.c0;
-    for (int i = 0; i < a.n; i++) {
-        int64_t ext = var_extent(v->k, a.var[i]), t;
-        if (ext <= 0 || __builtin_mul_overflow(a.coef[i], ext - 1, &t)) return false;
-        if (__builtin_add_overflow(t < 0 ? lo : hi, t, t < 0 ? &lo : &hi)) return false;
-    }
-    const kiln_kbuf *kb = &v->k->bufs[buf];
-    return lo >= 0 && hi < kiln_shape_numel(kb->rank, kb->shape);
-}
-
-static bool add_ref(vctx *v, int32_t buf, int32_t index, bool store)
-{
-    if (v->nrefs == v->cap) {
-        int cap = v->cap ? 2 * v->cap : 16;
-        mref *r = realloc(v->refs, (size_t)cap * sizeof *r);
-        if (!r) {
-            v->oom = true;
-            return false;
-        }
-        v->refs = r;
-        v->cap = cap;
-    }
-    v->refs[v->nrefs++] = (mref){buf, index, store};
-    return true;
-}
-
-/* A load: a real buffer of the kernel (scratch arrays stay scalar), recorded
- * for the memory checks, in bounds for every iteration when the scalar code
- * evaluates it only on some paths (cond). */
-static bool chk_load(vctx *v, const kiln_kexpr *x, bool cond)
-{
-    if (x->a < 0 || x->a >= v->k->nbufs || !v->c->bi[x->a].param) return false;
-    if (cond && !in_bounds(v, x->b, x->a)) return false;
-    return add_ref(v, x->a, x->b, false);
-}
-
-/* Any expression the vector code evaluates as scalar C (invariant values,
- * index expressions): its loads are invariant (no gathers) and checked. */
-static bool chk_any(vctx *v, int32_t e, bool cond)
-{
-    if (bad_expr(v, e)) return false;
-    uint8_t bit = cond ? 8 : 4;
-    if (v->seen[e] & (bit | 8)) return true;
-    v->seen[e] |= bit;
-    const kiln_kexpr *x = &v->k->exprs[e];
-    if (x->op == KX_LOCAL) return !dep(v, e);
-    if (x->op == KX_LOAD) {
-        if (x->a >= 0 && x->a < v->k->nbufs && const_buf(v, x->a)) return true;
-        if (dep(v, x->b) || !chk_load(v, x, cond)) return false;
-    }
-    int32_t ops[3];
-    bool oc[3];
-    int n = kiln_ce_operands(x, ops, oc);
-    for (int i = 0; i < n; i++)
-        if (!chk_any(v, ops[i], cond || oc[i])) return false;
-    return true;
-}
-
-static bool is_f32(const vctx *v, int32_t e)
-{
-    return !bad_expr(v, e) && v->k->exprs[e].dtype == KILN_F32;
-}
-
-static bool is_bool(const vctx *v, int32_t e)
-{
-    return !bad_expr(v, e) && v->k->exprs[e].dtype == KILN_BOOL;
-}
-
-/* A value the vector code computes (cond: the scalar code evaluates it
- * only on some paths). */
-static bool chk(vctx *v, int32_t e, bool cond)
-{
-    if (bad_expr(v, e)) return false;
-    uint8_t bit = cond ? 2 : 1;
-    if (v->seen[e] & (bit | 2)) return true;
-    v->seen[e] |= bit;
-    const kiln_kexpr *x = &v->k->exprs[e];
-    if (x->dtype != KILN_F32 && x->dtype != KILN_BOOL) return false;
-    if (!dep(v, e)) return chk_any(v, e, cond); /* computed once, broadcast */
-    int64_t coef;
-    switch (x->op) {
-    case KX_LOAD:
-        return chk_load(v, x, cond) && v->k->bufs[x->a].dtype == KILN_F32 &&
-               vcoef(v, x->b, &coef, 0) && coef == 1 && chk_any(v, x->b, cond);
-    case KX_LOCAL:
-        return v->setyet[x->a]; /* read before its set: carried from the last iteration */
-    case KX_ADD:
-    case KX_SUB:
-    case KX_MUL:
-    case KX_DIV:
-    case KX_MOD:
-    case KX_MIN:
-    case KX_MAX:
-    case KX_POW:
-        return is_f32(v, e) && is_f32(v, x->a) && is_f32(v, x->b) && chk(v, x->a, cond) &&
-               chk(v, x->b, cond);
-    case KX_LT:
-    case KX_LE:
-    case KX_GT:
-    case KX_GE:
-    case KX_EQ:
-    case KX_NE: {
-        bool same = is_f32(v, x->a) ? is_f32(v, x->b)
-                                    : (x->op == KX_EQ || x->op == KX_NE) && is_bool(v, x->a) &&
-                                          is_bool(v, x->b);
-        return same && is_bool(v, e) && chk(v, x->a, cond) && chk(v, x->b, cond);
-    }
-    case KX_AND:
-    case KX_OR:
-        return is_bool(v, e) && is_bool(v, x->a) && is_bool(v, x->b) && chk(v, x->a, cond) &&
-               chk(v, x->b, true);
-    case KX_NOT:
-        return is_bool(v, e) && is_bool(v, x->a) && chk(v, x->a, cond);
-    case KX_ISNAN:
-        return is_bool(v, e) && is_f32(v, x->a) && chk(v, x->a, cond);
-    case KX_NEG:
-    case KX_ABS:
-    case KX_SQRT:
-    case KX_EXP:
-    case KX_LOG:
-    case KX_TANH:
-    case KX_ERF:
-    case KX_LOG1P:
-        return is_f32(v, e) && is_f32(v, x->a) && chk(v, x->a, cond);
-    case KX_SELECT:
-        return is_bool(v, x->a) && !bad_expr(v, x->b) && !bad_expr(v, x->c) &&
-               v->k->exprs[x->b].dtype == x->dtype && v->k->exprs[x->c].dtype == x->dtype &&
-               chk(v, x->a, cond) && chk(v, x->b, true) && chk(v, x->c, true);
-    case KX_CAST:
-        return ((is_f32(v, e) && is_bool(v, x->a)) || (is_bool(v, e) && is_f32(v, x->a))) &&
-               chk(v, x->a, cond);
-    default:
-        return false;
-    }
-}
-
-/* Marks (mark[l] = 1) the locals expression e reads. */
-static void mark_reads(const kiln_kernel *k, int32_t e, uint8_t *mark, uint8_t *xseen)
-{
-    if (e < 0 || e >= k->nexprs || xseen[e]) return;
-    xseen[e] = 1;
-    const kiln_kexpr *x = &k->exprs[e];
-    if (x->op == KX_LOCAL && x->a >= 0 && x->a < k->nlocals) mark[x->a] = 1;
-    int32_t ops[3];
-    bool cond[3];
-    int n = kiln_ce_operands(x, ops, cond);
-    for (int i = 0; i < n; i++)
-        mark_reads(k, ops[i], mark, xseen);
-}
-
-/* Whether loop s can be vector code: fills v (bodyset, refs). */
-static bool analyse(vctx *v, int32_t s)
-{
-    const kiln_kernel *k = v->k;
-    const kiln_kstmt *loop = &k->stmts[s];
-    if (loop->body < 0) return false;
-    /* statements: sets and stores only; which locals the body sets */
-    int n = 0;
-    for (int32_t t = loop->body; t >= 0; t = k->stmts[t].next) {
-        if (t >= k->nstmts || ++n > k->nstmts) return false;
-        const kiln_kstmt *st = &k->stmts[t];
-        if (st->kind == KS_SET) {
-            if (st->var < 0 || st->var >= k->nlocals) return false;
-            int lt = k->local_dtype[st->var];
-            if (lt != KILN_F32 && lt != KILN_BOOL) return false;
-            v->bodyset[st->var] = 1;
-        } else if (st->kind != KS_STORE) {
-            return false;
-        }
-    }
-    /* each statement's values, in order (a local read before its set is
-     * carried across iterations) */
-    for (int32_t t = loop->body; t >= 0; t = k->stmts[t].next) {
-        const kiln_kstmt *st = &k->stmts[t];
-        if (bad_expr(v, st->value)) return false;
-        if (st->kind == KS_SET) {
-            if (k->exprs[st->value].dtype != k->local_dtype[st->var] || !chk(v, st->value, false))
-                return false;
-            v->setyet[st->var] = 1;
-            continue;
-        }
-        int64_t coef;
-        if (st->buf < 0 || st->buf >= k->nbufs || !v->c->bi[st->buf].param ||
-            k->bufs[st->buf].dtype != KILN_F32 || !is_f32(v, st->value) ||
-            !vcoef(v, st->index, &coef, 0) || coef != 1 || !chk_any(v, st->index, false) ||
-            !chk(v, st->value, false) || !add_ref(v, st->buf, st->index, true))
-            return false;
-    }
-    /* memory: what is stored is read and written at one element per
-     * iteration, through buffers that share all their bytes or none */
-    const bufinfo *bi = v->c->bi;
-    for (int i = 0; i < v->nrefs; i++)
-        if (bi[v->refs[i].buf].partial_overlap) return false;
-    for (int i = 0; i < v->nrefs; i++) {
-        const mref *a = &v->refs[i];
-        for (int j = 0; j < v->nrefs && a->store; j++) {
-            const mref *b = &v->refs[j];
-            bool alias = a->buf == b->buf || (!bi[a->buf].restrict_ok && !bi[b->buf].restrict_ok);
-            if (j != i && alias && !same_element(k, a->index, b->index)) return false;
-        }
-    }
-    /* locals the body sets are its own: nothing outside the loop reads them */
-    uint8_t *mark = calloc((size_t)k->nlocals + 1, 1), *xseen = calloc((size_t)k->nexprs + 1, 1);
-    if (!mark || !xseen) {
-        free(mark);
-        free(xseen);
-        v->oom = true;
-        return false;
-    }
-    for (int32_t t = 0; t < k->nstmts; t++) {
-        bool inside = t == s;
-        for (int32_t u = loop->body; u >= 0 && !inside; u = k->stmts[u].next)
-            inside = u == t;
-        const kiln_kstmt *st = &k->stmts[t];
-        if (inside || st->kind == KS_LOOP || st->kind == KS_GEMM) continue;
-        mark_reads(k, st->value, mark, xseen);
-        if (st->kind == KS_STORE) mark_reads(k, st->index, mark, xseen);
-    }
-    bool ok = true;
-    for (int32_t l = 0; l < k->nlocals; l++)
-        ok &= !(mark[l] && v->bodyset[l]);
-    free(mark);
-    free(xseen);
-    return ok;
-}
 
 /* ---- writing ---- */
 
@@ -505,7 +80,7 @@ static bool same_value(const kiln_kernel *k, int32_t e, int32_t f, int depth)
     case KX_LOCAL:
         return x->a == y->a;
     case KX_LOAD:
-        return x->a == y->a && same_element(k, x->b, y->b);
+        return x->a == y->a && kiln_vp_same_element(k, x->b, y->b);
     default: {
         int32_t xo[3], yo[3];
         bool xc[3], yc[3];
@@ -522,7 +97,7 @@ static bool same_value(const kiln_kernel *k, int32_t e, int32_t f, int depth)
 static void put_name(vctx *v, int32_t e)
 {
     const kiln_kexpr *x = &v->k->exprs[e];
-    if (x->op == KX_LOCAL && v->bodyset[x->a])
+    if (x->op == KX_LOCAL && v->p.bodyset[x->a])
         kiln_sb_printf(v->c->b, "vt%d", x->a);
     else
         kiln_sb_printf(v->c->b, "w%d", v->wn[e]);
@@ -573,10 +148,10 @@ static const char *vop_helper(int op)
 static void put_vexpr(vctx *v, int32_t e, int depth)
 {
     const kiln_kexpr *x = &v->k->exprs[e];
-    if (v->wn[e] >= 0 || (x->op == KX_LOCAL && v->bodyset[x->a])) return;
+    if (v->wn[e] >= 0 || (x->op == KX_LOCAL && v->p.bodyset[x->a])) return;
     kiln_sbuf *b = v->c->b;
     int W = v->W;
-    bool inv = !dep(v, e);
+    bool inv = !kiln_vp_dep(&v->p, e);
     if (inv || x->op == KX_LOAD) /* the same load or broadcast written before: reuse it */
         for (int i = 0; i < v->ndone; i++)
             if (same_value(v->k, v->done[i], e, 0)) {
@@ -653,7 +228,7 @@ static void put_vector_body(vctx *v, int depth)
     const kiln_kernel *k = v->k;
     kiln_sbuf *b = v->c->b;
     for (int32_t l = 0; l < k->nlocals; l++)
-        if (v->bodyset[l]) {
+        if (v->p.bodyset[l]) {
             kiln_ce_indent(b, depth);
             kiln_sb_printf(b, "kiln_v%d%s vt%d;\n", v->W,
                            k->local_dtype[l] == KILN_BOOL ? "si" : "sf", l);
@@ -687,18 +262,13 @@ bool kiln_ce_put_vector_loop(kctx *c, int32_t s, int depth, const char *lo_hi)
     int W = c->target->vec_floats;
     if (!lo_hi && st->extent < W) return false;
     vctx v = {.c = c, .k = k, .loop = st, .W = W};
-    size_t nl = (size_t)k->nlocals + 1, ne = (size_t)k->nexprs + 1;
-    v.bodyset = calloc(nl, 1);
-    v.setyet = calloc(nl, 1);
-    v.dep = malloc(ne);
-    v.seen = calloc(ne, 1);
+    v.p = (kiln_vproof){
+        .k = k, .bi = c->bi, .s = s, .var = st->var, .pow_mod = true, .gemm_extents = true};
+    size_t ne = (size_t)k->nexprs + 1;
+    bool ok = kiln_vp_init(&v.p);
     v.wn = malloc(ne * sizeof *v.wn);
     v.done = malloc(ne * sizeof *v.done);
-    bool ok = v.bodyset && v.setyet && v.dep && v.seen && v.wn && v.done;
-    if (ok) {
-        memset(v.dep, -1, ne);
-        ok = analyse(&v, s);
-    }
+    ok = ok && v.wn && v.done && kiln_vp_prove(&v.p);
     if (ok) {
         kiln_sbuf *b = c->b;
         int64_t whole = st->extent / W * W;
@@ -731,14 +301,10 @@ bool kiln_ce_put_vector_loop(kctx *c, int32_t s, int depth, const char *lo_hi)
         }
         if (c->vec_used) *c->vec_used = true;
     }
-    if (v.oom) c->b->oom = true;
-    free(v.bodyset);
-    free(v.setyet);
-    free(v.dep);
-    free(v.seen);
+    if (v.p.oom) c->b->oom = true;
+    kiln_vp_free(&v.p);
     free(v.wn);
     free(v.done);
-    free(v.refs);
     return ok;
 }
 
