@@ -502,11 +502,20 @@ static void emit_packb_call(kiln_sbuf *b, const char *ind, const kiln_gemm_shape
     emit_pack_call(b, ind, s->tb, dst, src, s->ldb, nr, "n");
 }
 
+/* The name of the micro-kernel that reads A in place with strides (rs, ks):
+ * it depends only on the tile and the strides, so GEMMs of one translation
+ * unit with the same ones share it (emitted under an include guard). */
+static void direct_ukr_name(char *buf, size_t len, const kiln_gemm_shape *s, const gplan *p)
+{
+    long long lda = s->lda;
+    snprintf(buf, len, "kiln_gemm_d%dx%d_%lld_%lld", p->mr, p->nr, s->ta ? 1LL : lda,
+             s->ta ? lda : 1LL);
+}
+
 /* The MR x NR tiles of rows ic+ir (ir < mc) at columns jr (n wide) of C:
  * `c` points at C[ic, jr], `bp` at the packed B panel, `pa` holds packed A
  * (all of it, or only a last partial panel when A is read in place). */
-static void emit_tiles(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, const gplan *p,
-                       const char *name)
+static void emit_tiles(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, const gplan *p)
 {
     int mr = p->mr, nr = p->nr;
     long long ldc = s->ldc, lda = s->lda;
@@ -516,7 +525,8 @@ static void emit_tiles(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, 
                    "%s    const float *cn = ir + %d < mc ? ct + %lld : c + %d;\n",
                    ind, mr, ind, ldc, ind, mr, mr * ldc, nr);
     if (p->direct) {
-        char a[96];
+        char a[96], name[64];
+        direct_ukr_name(name, sizeof name, s, p);
         if (s->ta) snprintf(a, sizeof a, "x->A + pc * %lld + ic + ir", lda);
         else snprintf(a, sizeof a, "x->A + (ic + ir) * %lld + pc", lda);
         kiln_sb_printf(b,
@@ -612,9 +622,13 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                    p.serial ? "none (run inline)"
                    : p.cols ? "NR column panels, each packing its own B"
                             : "MR row panels, sharing B packed by NR panels first");
-    if (p.direct) {
-        if (s->ta) emit_ukr(b, t->isa, mr, nr, name, 1, lda);
-        else emit_ukr(b, t->isa, mr, nr, name, lda, 1);
+    if (p.direct) { /* once per translation unit: GEMMs with the same tile and strides share it */
+        char dn[64];
+        direct_ukr_name(dn, sizeof dn, s, &p);
+        kiln_sb_printf(b, "#ifndef %s_defined\n#define %s_defined\n", dn, dn);
+        if (s->ta) emit_ukr(b, t->isa, mr, nr, dn, 1, lda);
+        else emit_ukr(b, t->isa, mr, nr, dn, lda, 1);
+        kiln_sb_puts(b, "#endif\n");
     }
     kiln_sb_printf(b,
                    "typedef struct %s_ctx {\n"
@@ -662,7 +676,7 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                        "                        const float *bp = pb + (q - g0) * kc * %d;\n"
                        "                        float *c = x->C + ic * %lld + jr;\n",
                        gq, gq, gq, nr, N, nr, N, nr, nr, ldc);
-        emit_tiles(b, "                        ", s, &p, name);
+        emit_tiles(b, "                        ", s, &p);
         kiln_sb_puts(b, "                    }\n");
         if (epi)
             kiln_sb_printf(b,
@@ -728,7 +742,7 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                    "                    const float *bp = pbk + jr * kc;\n"
                    "                    float *c = x->C + ic * %lld + x->jc + jr;\n",
                    nc, jg, jg, jg, nr, nr, nr, ldc);
-    emit_tiles(b, "                    ", s, &p, name);
+    emit_tiles(b, "                    ", s, &p);
     kiln_sb_puts(b, "                }\n");
     if (epi)
         kiln_sb_printf(b,
