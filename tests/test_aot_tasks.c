@@ -103,43 +103,16 @@ static void teardown(void) { kiln_test_rmtree(tmp); }
 
 TestSuite(aot_tasks, .init = setup, .fini = teardown, .timeout = 300);
 
-typedef struct run {
-    int status;
-    char *out, *err;
-} run;
+typedef kiln_test_run run;
 
-/* Runs argv in dir (NULL: here), with only PATH in the environment unless
- * inherit; stdout and stderr captured. */
+/* Runs argv in dir (NULL: here) with only PATH in the environment unless
+ * inherit; stdout and stderr captured (tests/testutil.h). */
 static run run_in(const char *dir, int inherit, char *const argv[])
 {
-    char o[PATH_MAX], e[PATH_MAX];
-    path_in(o, sizeof o, "stdout");
-    path_in(e, sizeof e, "stderr");
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        if (dir && chdir(dir)) _exit(126);
-        static char *const clean[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
-        extern char **environ;
-        execve(argv[0], argv, inherit ? environ : clean);
-        _exit(127);
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    run r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), kiln_test_slurp(o, NULL), kiln_test_slurp(e, NULL)};
-    return r;
+    return kiln_test_run_in(tmp, dir, inherit, argv);
 }
 
-static void run_free(run *r)
-{
-    free(r->out);
-    free(r->err);
-}
+static void run_free(run *r) { kiln_test_run_free(r); }
 
 static void need_fashion(void)
 {

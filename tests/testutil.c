@@ -7,6 +7,10 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,4 +122,38 @@ char *kiln_test_slurp(const char *path, size_t *len)
     buf[n] = 0;
     if (len) *len = n;
     return buf;
+}
+
+kiln_test_run kiln_test_run_in(const char *tmpdir, const char *dir, int inherit,
+                               char *const argv[])
+{
+    char o[PATH_MAX], e[PATH_MAX];
+    snprintf(o, sizeof o, "%s/stdout", tmpdir);
+    snprintf(e, sizeof e, "%s/stderr", tmpdir);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        if (dir && chdir(dir)) _exit(126);
+        static char *const clean[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
+        extern char **environ;
+        execve(argv[0], argv, inherit ? environ : clean);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    kiln_test_run r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+                       kiln_test_slurp(o, NULL), kiln_test_slurp(e, NULL)};
+    return r;
+}
+
+void kiln_test_run_free(kiln_test_run *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
 }

@@ -15,6 +15,20 @@ void kiln_test_tmpdir(char *buf, size_t len, const char *tag);
  * cannot be read. */
 char *kiln_test_slurp(const char *path, size_t *len);
 
+/* A finished process: exit status (128 + signal when killed), its stdout
+ * and stderr (malloc'd). */
+typedef struct kiln_test_run {
+    int status;
+    char *out, *err;
+} kiln_test_run;
+
+/* Runs argv (argv[0] a path) in dir (NULL: here) with only PATH in the
+ * environment, or the test's environment when inherit; stdout and stderr go
+ * through files in tmpdir. */
+kiln_test_run kiln_test_run_in(const char *tmpdir, const char *dir, int inherit,
+                               char *const argv[]);
+void kiln_test_run_free(kiln_test_run *r);
+
 /* Removes path and everything below it (symbolic links are removed, not
  * followed); errors are ignored. */
 void kiln_test_rmtree(const char *path);
