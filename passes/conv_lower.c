@@ -235,16 +235,9 @@ static kiln_status rebuild(ctx *c, int32_t i, int32_t *in)
     memcpy(attrs, old.attrs, sizeof attrs);
     g->cur_loc = old.loc;
     if (old.op == KILN_OP_INPUT) {
-        char *nm = old.name;
-        g->nodes[i].name = NULL; /* the copy takes the name */
-        kiln_value id = kiln_build_leaf(g, (kiln_role)old.role, nm, (kiln_dtype)old.dtype,
-                                        old.rank, old.shape, old.nattrs, attrs);
-        if (id < 0) {
-            g->nodes[i].name = nm;
-            return (kiln_status)id;
-        }
-        free(g->nodes[id].name);
-        g->nodes[id].name = nm;
+        int32_t id;
+        kiln_status st = kiln_rebuild_copy_leaf(g, &old, i, &id);
+        if (st) return st;
         c->holder[i] = id;
         c->remap[i] = id;
         return KILN_OK;

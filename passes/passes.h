@@ -88,8 +88,11 @@ kiln_status kiln_verify_after(kiln_graph *g, const char *pass);
  * taken before nodes were added) takes its role, metric kind and name.
  * undo: puts the graph of n nodes back (names from holder[i], the copy that
  * took node i's name, or -1). sweep: drops the old nodes and the copies
- * nothing needs. */
+ * nothing needs. copy_leaf: appends a copy of input leaf i (old: a copy of
+ * it taken before nodes were added) that takes its name and parameter
+ * group; *out is the copy (the graph is unchanged on failure). */
 bool kiln_rebuild_tagged(const kiln_node *n);
+kiln_status kiln_rebuild_copy_leaf(kiln_graph *g, const kiln_node *old, int32_t i, int32_t *out);
 void kiln_rebuild_move_tag(kiln_graph *g, const kiln_node *old, int32_t i, int32_t r);
 void kiln_rebuild_undo(kiln_graph *g, int32_t n, const int32_t *holder);
 kiln_status kiln_rebuild_sweep(kiln_graph *g, int32_t n);

@@ -9,6 +9,7 @@
 #include "passes/passes.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 bool kiln_rebuild_tagged(const kiln_node *n) { return n->role != KILN_ROLE_NONE || n->name; }
 
@@ -18,6 +19,25 @@ void kiln_rebuild_move_tag(kiln_graph *g, const kiln_node *old, int32_t i, int32
     g->nodes[r].metric = old->metric; /* a metric partial's finalize kind */
     g->nodes[r].name = old->name;
     g->nodes[i].name = NULL;
+}
+
+kiln_status kiln_rebuild_copy_leaf(kiln_graph *g, const kiln_node *old, int32_t i, int32_t *out)
+{
+    char *nm = old->name;
+    kiln_attr attrs[KILN_MAX_ATTRS];
+    memcpy(attrs, old->attrs, sizeof attrs);
+    g->nodes[i].name = NULL; /* the copy takes the name */
+    kiln_value id = kiln_build_leaf(g, (kiln_role)old->role, nm, (kiln_dtype)old->dtype, old->rank,
+                                    old->shape, old->nattrs, attrs);
+    if (id < 0) {
+        g->nodes[i].name = nm;
+        return (kiln_status)id;
+    }
+    free(g->nodes[id].name);
+    g->nodes[id].name = nm;
+    g->nodes[id].group = old->group; /* freezing and discriminative rates read it */
+    *out = id;
+    return KILN_OK;
 }
 
 void kiln_rebuild_undo(kiln_graph *g, int32_t n, const int32_t *holder)

@@ -187,6 +187,27 @@ Test(simplify, constant_folding_rounds_and_keeps_tags)
 
 /* ---- 2. identities ---- */
 
+/* Leaves the pass copies keep what the graph said of them: a parameter's
+ * group (freezing, discriminative rates) survives the rebuild. */
+Test(simplify, leaf_copies_keep_param_groups)
+{
+    kiln_graph *g = kiln_graph_new("groups");
+    int64_t s[] = {3};
+    kiln_value w = kiln_param(g, "head.w", KILN_F64, 1, s, KILN_INIT_ZEROS, 0);
+    kiln_value b = kiln_param(g, "body.w", KILN_F64, 1, s, KILN_INIT_ZEROS, 0);
+    cr_assert_eq(kiln_set_param_group(g, w, 3), KILN_OK, "%s", kiln_graph_error(g));
+    kiln_set_output(g, kiln_add(g, kiln_mul(g, w, cst(g, 1)), b), "out");
+    kiln_simplify_stats st;
+    kiln_graph *before = simplify(g, &st);
+    kiln_graph_free(before);
+    cr_expect_eq(kiln_test_count_op(g, "mul"), 0, "x * 1 is x");
+    int32_t hw = kiln_graph_find(g, "head.w"), bw = kiln_graph_find(g, "body.w");
+    cr_assert(hw >= 0 && bw >= 0);
+    cr_expect_eq(kiln_param_group(g, hw), 3);
+    cr_expect_eq(kiln_param_group(g, bw), 0);
+    kiln_graph_free(g);
+}
+
 Test(simplify, arithmetic_identities)
 {
     kiln_graph *g = kiln_graph_new("arith");
