@@ -113,33 +113,86 @@ static void ident_from(char *out, size_t len, const char *s)
         if (!(isalnum((unsigned char)*p) || *p == '_')) *p = '_';
 }
 
-static LLVMValueRef emit_kernel(kl_mod *m, const kiln_plan_entry *e, const kiln_kernel *k,
-                                const bufinfo *bi, LLVMTypeRef *fty_out)
+/* A kernel function's type: i32 (ptr per parameter buffer..., ptr rt). */
+static LLVMTypeRef kernel_fty(kl_mod *m, const kiln_kernel *k, const bufinfo *bi, int *np_out)
 {
     int np = 0;
     for (int32_t i = 0; i < k->nbufs; i++)
         np += bi[i].param;
+    *np_out = np;
     LLVMTypeRef *pt = malloc(((size_t)np + 1) * sizeof *pt);
-    uint8_t *outline = calloc((size_t)k->nstmts + 1, 1);
-    int32_t *owner = calloc((size_t)k->nlocals + 1, sizeof *owner);
-    int32_t *sowner = calloc((size_t)k->nbufs + 1, sizeof *sowner);
-    LLVMValueRef fn = NULL;
-    if (!pt || !outline || !owner || !sowner) {
+    if (!pt) {
         kl_fail(m, "out of memory");
-        goto done;
+        return NULL;
     }
     for (int i = 0; i <= np; i++)
         pt[i] = m->t_ptr;
     LLVMTypeRef fty = LLVMFunctionType(m->t_i32, pt, (unsigned)np + 1, 0);
+    free(pt);
+    return fty;
+}
+
+/* The name of kernel function f of a split module (kl_split). */
+static void split_name(char *out, size_t len, int f, const kiln_kernel *k)
+{
+    char base[72];
+    ident_from(base, sizeof base, k->name);
+    snprintf(out, len, "kk%d.%s", f, base);
+}
+
+/* Kernel function f of a split module that another part defines. */
+static LLVMValueRef declare_kernel(kl_mod *m, int f, const kiln_kernel *k, const bufinfo *bi,
+                                   LLVMTypeRef *fty_out)
+{
+    int np;
+    LLVMTypeRef fty = kernel_fty(m, k, bi, &np);
     *fty_out = fty;
-    char name[80];
-    ident_from(name, sizeof name, k->name);
+    if (!fty) return NULL;
+    char name[96];
+    split_name(name, sizeof name, f, k);
+    LLVMValueRef fn = LLVMAddFunction(m->m, name, fty);
+    kl_attr(m, fn, LLVMAttributeFunctionIndex, "nounwind");
+    return fn;
+}
+
+/* Instructions in the functions after `after` (NULL: all of them). */
+static int64_t instructions_after(LLVMModuleRef mod, LLVMValueRef after)
+{
+    int64_t n = 0;
+    for (LLVMValueRef fn = after ? LLVMGetNextFunction(after) : LLVMGetFirstFunction(mod); fn;
+         fn = LLVMGetNextFunction(fn))
+        for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(fn); b; b = LLVMGetNextBasicBlock(b))
+            for (LLVMValueRef i = LLVMGetFirstInstruction(b); i; i = LLVMGetNextInstruction(i))
+                n++;
+    return n;
+}
+
+/* Kernel function f (split_id >= 0: of a split module, external under its
+ * split name). */
+static LLVMValueRef emit_kernel(kl_mod *m, const kiln_plan_entry *e, const kiln_kernel *k,
+                                const bufinfo *bi, int split_id, LLVMTypeRef *fty_out)
+{
+    int np;
+    LLVMTypeRef fty = kernel_fty(m, k, bi, &np);
+    uint8_t *outline = calloc((size_t)k->nstmts + 1, 1);
+    int32_t *owner = calloc((size_t)k->nlocals + 1, sizeof *owner);
+    int32_t *sowner = calloc((size_t)k->nbufs + 1, sizeof *sowner);
+    LLVMValueRef fn = NULL;
+    *fty_out = fty;
+    if (!fty || !outline || !owner || !sowner) {
+        kl_fail(m, "out of memory");
+        goto done;
+    }
+    char name[96];
+    if (split_id >= 0) split_name(name, sizeof name, split_id, k);
+    else ident_from(name, sizeof name, k->name);
     kl_fn f;
     if (!kl_fn_open(&f, m, k, e->g, bi, name, fty)) {
         kl_fn_close(&f);
         goto done;
     }
     fn = f.fn;
+    if (split_id >= 0) LLVMSetLinkage(fn, LLVMExternalLinkage);
     f.is_kernel = true;
     /* kernels stay functions of their own: inlining them into the entry gains
      * nothing (each runs once per call) and makes one huge function that
@@ -163,7 +216,6 @@ static LLVMValueRef emit_kernel(kl_mod *m, const kiln_plan_entry *e, const kiln_
     LLVMBuildRet(m->b, kl_i32(m, 0));
     kl_fn_close(&f);
 done:
-    free(pt);
     free(outline);
     free(owner);
     free(sowner);
@@ -340,7 +392,7 @@ static void init_types(kl_mod *m)
 }
 
 kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, bool fma,
-                            kiln_kfuncs *sigs, LLVMModuleRef *out, char **err)
+                            kiln_kfuncs *sigs, kl_split *split, LLVMModuleRef *out, char **err)
 {
     *out = NULL;
     if (sigs) kiln_kfuncs_free(sigs);
@@ -384,19 +436,31 @@ kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, boo
             } else {
                 f = nfuncs++;
                 funcs[f] = (kfunc){.k = k, .e = e, .bi = bi};
-                funcs[f].fn = emit_kernel(&m, e, k, bi, &funcs[f].fty);
-                if (!funcs[f].fn) kl_fail(&m, "kernel %s could not be built", k->name);
+                bool split_mod = split && split->owner;
+                int part = split ? split->part : 0;
+                if (!split_mod || split->owner[f] == part) {
+                    LLVMValueRef last = LLVMGetLastFunction(m.m);
+                    funcs[f].fn = emit_kernel(&m, e, k, bi, split_mod ? f : -1, &funcs[f].fty);
+                    if (split && split->weight) split->weight[f] = instructions_after(m.m, last);
+                } else if (part == 0) { /* called from the entries here */
+                    funcs[f].fn = declare_kernel(&m, f, k, bi, &funcs[f].fty);
+                }
+                /* else another part's, and nothing here calls it */
+                if (!funcs[f].fn && (!split_mod || part == 0 || split->owner[f] == part))
+                    kl_fail(&m, "kernel %s could not be built", k->name);
             }
             fidx[slot] = f;
             if (sigs && !m.error) sig_name(&m, sigs, f, plan, ei, ki, true);
         }
     }
-    if (sigs && !m.error) kernel_table(&m, funcs, nfuncs);
+    if (split) split->nfuncs = nfuncs;
+    bool entries = !split || !split->owner || split->part == 0;
+    if (sigs && entries && !m.error) kernel_table(&m, funcs, nfuncs);
     if (sigs) sigs->nslots = nfuncs;
     /* entries */
     LLVMTypeRef ept[4] = {m.t_ptr, m.t_ptr, m.t_ptr, m.t_ptr};
     LLVMTypeRef ety = LLVMFunctionType(m.t_i32, ept, 4, 0);
-    for (int ei = 0, slot = 0; ei < plan->nentries && !m.error; ei++) {
+    for (int ei = 0, slot = 0; entries && ei < plan->nentries && !m.error; ei++) {
         const kiln_plan_entry *e = &plan->entries[ei];
         char en[64], sym[80];
         ident_from(en, sizeof en, e->name);

@@ -210,8 +210,26 @@ void *kl_runtime_address(int i);
  * defines @kiln_kernels and *sigs describes it (codegen.h, "kernel
  * signatures"; emptied on failure). On failure *out is NULL and *err (may
  * be NULL; caller frees) says why. */
+/* A module that holds only part of the plan's kernels, so that parts are
+ * optimised and compiled on threads of their own (codegen/llvm_jit.c) and
+ * linked by the JIT. Kernels are numbered in build order (a kernel built
+ * once for two entries is one number). With owner set, kernel f gets its
+ * body in the part owner[f] and is an external function with a name every
+ * part agrees on ("kk<f>.<name>"); part 0 also holds the entries and
+ * @kiln_kernels, and declares the kernels other parts define. weight (may
+ * be NULL; as many slots as the plan has kernel calls) gets, per kernel
+ * built here, the instructions of its function and of the functions made
+ * for it (outlined loops, GEMMs, math), before optimisation; *nfuncs the
+ * number of distinct kernels. */
+typedef struct kl_split {
+    int part;
+    const int *owner; /* NULL: the whole plan in one module */
+    int64_t *weight;
+    int nfuncs;
+} kl_split;
+
 kiln_status kl_build_module(const kiln_plan *plan, LLVMContextRef c, int vw, bool fma,
-                            kiln_kfuncs *sigs, LLVMModuleRef *out, char **err);
+                            kiln_kfuncs *sigs, kl_split *split, LLVMModuleRef *out, char **err);
 /* The host's CPU name and features (LLVM's strings; dispose with
  * LLVMDisposeMessage), and the GEMM's lanes and FMA they imply. */
 void kl_host_target(char **cpu, char **features, int *vw, bool *fma);

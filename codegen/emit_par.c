@@ -276,7 +276,9 @@ void kiln_ce_put_gemm(kctx *c, int32_t s, int depth)
     }
     int m = c->npar++;
     kiln_sbuf *pre = c->pre, *kb = c->b;
-    bool epi = st->body >= 0, img = gm->bimg.on != 0;
+    bool epi = st->body >= 0, bimg = gm->bimg.on != 0, aimg = gm->aimg.on != 0 && !bimg;
+    bool img = bimg || aimg;
+    int32_t imgbuf = bimg ? gm->b : gm->a;
     char name[32], epi_name[40];
     snprintf(name, sizeof name, "\x01_g%d", m);
     snprintf(epi_name, sizeof epi_name, "\x01_g%d_tail", m);
@@ -284,8 +286,8 @@ void kiln_ce_put_gemm(kctx *c, int32_t s, int depth)
     int nbc = nb;
     if (img) {
         bool have = false;
-        for (int i = 0; i < nb; i++) have |= bufs[i] == gm->b;
-        if (!have) bufs[nbc++] = gm->b;
+        for (int i = 0; i < nb; i++) have |= bufs[i] == imgbuf;
+        if (!have) bufs[nbc++] = imgbuf;
     }
     if (epi || img) {
         char cname[32];
@@ -330,13 +332,19 @@ void kiln_ce_put_gemm(kctx *c, int32_t s, int depth)
     kiln_gemm_tiles_cached(c->target, &sh, &tiles);
     char packb[40] = "", ximg[80];
     if (img) {
-        snprintf(packb, sizeof packb, "\x01_g%d_im2colb", m);
-        snprintf(ximg, sizeof ximg, "((const \x01_g%d_tailctx *)ctx)->b%d", m, gm->b);
+        snprintf(packb, sizeof packb, "\x01_g%d_im2col%c", m, bimg ? 'b' : 'a');
+        snprintf(ximg, sizeof ximg, "((const \x01_g%d_tailctx *)ctx)->b%d", m, imgbuf);
+    }
+    if (bimg)
         kiln_emit_im2col_packb(pre, packb, &gm->bimg, gm->tb,
                                kiln_gemm_tiles_nr(c->target, &sh, &tiles), ximg, c->target);
-    }
-    kiln_emit_gemm_packb(pre, name, &sh, c->target, &tiles, epi ? epi_name : NULL,
-                         img ? packb : NULL);
+    /* op(A)'s rows are the column matrix's rows, its K the pixels: the
+     * packer of B's panels, rows and columns swapped (gemm.h) */
+    if (aimg)
+        kiln_emit_im2col_packb(pre, packb, &gm->aimg, 0,
+                               (int)kiln_gemm_tiles_kc(c->target, &sh, &tiles), ximg, c->target);
+    kiln_emit_gemm_packab(pre, name, &sh, c->target, &tiles, epi ? epi_name : NULL,
+                          bimg ? packb : NULL, aimg ? packb : NULL);
     kiln_sb_puts(pre, "\n");
     kiln_ce_indent(kb, depth);
     kiln_sb_printf(kb, "{ /* gemm: b%d[%lld x %lld] = b%d%s @ b%d%s, K = %lld */\n", gm->c,

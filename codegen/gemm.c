@@ -398,6 +398,8 @@ typedef struct gplan {
     int cols;           /* tasks are NR column panels (each packs its B), not MR row panels */
     int serial;         /* too small to be worth splitting */
     int direct;         /* A (not transposed) read in place, not packed */
+    int apack;          /* op(A) comes from a PACKA, row by row, into kiln_gemm_pa
+                           (rows kc apart), and is read there as in place */
 } gplan;
 
 static void fit(const kiln_cg_target *t, const kiln_gemm_shape *s, const kiln_gemm_tiles *in,
@@ -443,6 +445,7 @@ static void fit(const kiln_cg_target *t, const kiln_gemm_shape *s, const kiln_ge
     /* A is read in place by column tasks, and when a panel of it is used by
      * at most two NR panels (packing it would cost more than it saves) */
     p->direct = p->cols || cdiv(p->nc, nr) <= 2;
+    p->apack = 0;
 }
 
 void kiln_gemm_tiles_model(const kiln_cg_target *t, const kiln_gemm_shape *s, kiln_gemm_tiles *out)
@@ -507,7 +510,7 @@ static void emit_packb_call(kiln_sbuf *b, const char *ind, const kiln_gemm_shape
  * unit with the same ones share it (emitted under an include guard). */
 static void direct_ukr_name(char *buf, size_t len, const kiln_gemm_shape *s, const gplan *p)
 {
-    long long lda = s->lda;
+    long long lda = p->apack ? p->kc : s->lda; /* PACKA's block: rows kc apart */
     snprintf(buf, len, "kiln_gemm_d%dx%d_%lld_%lld", p->mr, p->nr, s->ta ? 1LL : lda,
              s->ta ? lda : 1LL);
 }
@@ -524,6 +527,20 @@ static void emit_tiles(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, 
                    "%s    float *ct = c + ir * %lld;\n"
                    "%s    const float *cn = ir + %d < mc ? ct + %lld : c + %d;\n",
                    ind, mr, ind, ldc, ind, mr, mr * ldc, nr);
+    if (p->apack) { /* rows of op(A) in pa, kc apart, zero past mc up to MR */
+        char name[64];
+        direct_ukr_name(name, sizeof name, s, p);
+        kiln_sb_printf(b,
+                       "%s    if (mc - ir < %d || n < %d)\n"
+                       "%s        %s_edge(kc, pa + ir * %lld, bp, ct, %lld, mc - ir < %d ? mc - ir : %d, n, "
+                       "load_c);\n"
+                       "%s    else\n"
+                       "%s        %s_ukr(kc, pa + ir * %lld, bp, ct, %lld, load_c, cn);\n"
+                       "%s}\n",
+                       ind, mr, nr, ind, name, (long long)p->kc, ldc, mr, mr, ind, ind, name,
+                       (long long)p->kc, ldc, ind);
+        return;
+    }
     if (p->direct) {
         char a[96], name[64];
         direct_ukr_name(name, sizeof name, s, p);
@@ -552,11 +569,20 @@ static void emit_tiles(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, 
 
 /* Packing op(A) rows ic..ic+mc, k pc..pc+kc: every MR panel, or (A read in
  * place) only a last partial one, at pa. */
-static void emit_packa(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, const gplan *p)
+static void emit_packa(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, const gplan *p,
+                       const char *packa)
 {
     char src[96];
     int mr = p->mr;
     long long lda = s->lda;
+    if (packa) {
+        kiln_sb_printf(b,
+                       "%s%s(x->epi, pa, ic, mc, pc, kc, %lld);\n"
+                       "%sfor (int64_t r = mc; r %% %d; r++)\n"
+                       "%s    for (int64_t k = 0; k < kc; k++) pa[r * %lld + k] = 0.0f;\n",
+                       ind, packa, (long long)p->kc, ind, mr, ind, (long long)p->kc);
+        return;
+    }
     if (p->direct) {
         if (s->ta) snprintf(src, sizeof src, "x->A + pc * %lld + ic + (mc - mc %% %d)", lda, mr);
         else snprintf(src, sizeof src, "x->A + (ic + (mc - mc %% %d)) * %lld + pc", mr, lda);
@@ -579,7 +605,14 @@ static void emit_packa(kiln_sbuf *b, const char *ind, const kiln_gemm_shape *s, 
 void kiln_emit_gemm(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
                     const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi)
 {
-    kiln_emit_gemm_packb(b, name, s, t, tiles, epi, NULL);
+    kiln_emit_gemm_packab(b, name, s, t, tiles, epi, NULL, NULL);
+}
+
+void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
+                          const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
+                          const char *packb)
+{
+    kiln_emit_gemm_packab(b, name, s, t, tiles, epi, packb, NULL);
 }
 
 int kiln_gemm_tiles_nr(const kiln_cg_target *t, const kiln_gemm_shape *s,
@@ -590,12 +623,21 @@ int kiln_gemm_tiles_nr(const kiln_cg_target *t, const kiln_gemm_shape *s,
     return p.nr;
 }
 
-void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
-                          const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
-                          const char *packb)
+int64_t kiln_gemm_tiles_kc(const kiln_cg_target *t, const kiln_gemm_shape *s,
+                           const kiln_gemm_tiles *tiles)
+{
+    gplan p;
+    fit(t, s, tiles, &p);
+    return p.kc;
+}
+
+void kiln_emit_gemm_packab(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
+                           const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
+                           const char *packb, const char *packa)
 {
     long long M = s->M, N = s->N, K = s->K, lda = s->lda, ldb = s->ldb, ldc = s->ldc;
-    if (M < 1 || N < 1 || K < 1 || lda < (s->ta ? M : K) || ldb < (s->tb ? K : N) || ldc < N) {
+    if (M < 1 || N < 1 || K < 1 || lda < (s->ta ? M : K) || ldb < (s->tb ? K : N) || ldc < N ||
+        (packa && (packb || s->ta))) {
         kiln_sb_printf(b, "#error \"kiln_emit_gemm %s: invalid shape M=%lld N=%lld K=%lld\"\n", name,
                        M, N, K);
         return;
@@ -608,6 +650,8 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
         tt.kc = pa_floats(t) / p.nr;
         fit(t, s, &tt, &p);
     }
+    if (packa) /* row tasks: each makes its own rows of A; fit keeps mc*kc within kiln_gemm_pa */
+        p.direct = p.apack = 1, p.cols = 0;
     int mr = p.mr, nr = p.nr;
     long long mc = p.mc, kc = p.kc, nc = p.nc, kb = p.kb, jg = p.jg, cols = cdiv(N, nr);
 
@@ -616,9 +660,10 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                    "(ldb %lld)%s%s%s%s.\n"
                    " * Target %s: %dx%d micro-kernel, mc %lld, kc %lld, nc %lld. A %s; tasks: %s. */\n",
                    name, M, N, ldc, s->ta ? "A^T" : "A", M, K, lda, s->tb ? "B^T" : "B", K, N, ldb,
-                   packb ? ", op(B) packed by " : "", packb ? packb : "",
-                   epi ? ", then " : "", epi ? epi : "", kiln_isa_name(t->isa), mr, nr, mc, kc, nc,
-                   p.direct ? "read in place" : "packed",
+                   packb ? ", op(B) packed by " : packa ? ", op(A) by " : "",
+                   packb ? packb : packa ? packa : "", epi ? ", then " : "", epi ? epi : "",
+                   kiln_isa_name(t->isa), mr, nr, mc, kc, nc,
+                   p.apack ? "made row by row in kiln_gemm_pa" : p.direct ? "read in place" : "packed",
                    p.serial ? "none (run inline)"
                    : p.cols ? "NR column panels, each packing its own B"
                             : "MR row panels, sharing B packed by NR panels first");
@@ -627,7 +672,7 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
         direct_ukr_name(dn, sizeof dn, s, &p);
         kiln_sb_printf(b, "#ifndef %s_defined\n#define %s_defined\n", dn, dn);
         if (s->ta) emit_ukr(b, t->isa, mr, nr, dn, 1, lda);
-        else emit_ukr(b, t->isa, mr, nr, dn, lda, 1);
+        else emit_ukr(b, t->isa, mr, nr, dn, p.apack ? kc : lda, 1);
         kiln_sb_puts(b, "#endif\n");
     }
     kiln_sb_printf(b,
@@ -666,7 +711,7 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                        "            for (int64_t ic = 0; ic < %lld; ic += %lld) {\n"
                        "                int64_t mc = %lld - ic < %lld ? %lld - ic : %lld;\n",
                        M, mc, M, mc, M, mc);
-        emit_packa(b, "                ", s, &p);
+        emit_packa(b, "                ", s, &p, packa);
         long long gq = jg / nr; /* panels per tail group */
         kiln_sb_printf(b,
                        "                for (int64_t q0 = g0; q0 < g1; q0 += %lld) {\n"
@@ -729,10 +774,11 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                    "            int64_t kc = %lld - pc < %lld ? %lld - pc : %lld;\n"
                    "            int load_c = pc > 0;\n",
                    mr, mr, mc,
-                   p.direct ? "read in place (a last partial panel packed)"
-                            : "packed into this thread's kiln_gemm_pa",
+                   p.apack    ? "made in this thread's kiln_gemm_pa"
+                   : p.direct ? "read in place (a last partial panel packed)"
+                              : "packed into this thread's kiln_gemm_pa",
                    name, name, mr, mr, M, mr, M, mc - 1, mc, mr - 1, mr, mr, kc, K, kc, K, kc);
-    emit_packa(b, "            ", s, &p);
+    emit_packa(b, "            ", s, &p, packa);
     kiln_sb_printf(b,
                    "            const float *pbk = x->pb + (pc - x->k0) * %lld;\n"
                    "            for (int64_t jg = 0; jg < x->nc; jg += %lld) {\n"

@@ -124,10 +124,28 @@ void kiln_emit_gemm_packb(kiln_sbuf *b, const char *name, const kiln_gemm_shape 
                           const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
                           const char *packb);
 
+/* kiln_emit_gemm_packb, or with PACKA named (packb NULL, A not transposed)
+ * a GEMM whose op(A) is not read from A but made by
+ *     void PACKA(void *ctx, float *dst, int64_t i0, int64_t m, int64_t k0,
+ *                int64_t kc, int64_t ld)
+ * (ctx: EPI's), which writes rows i0..i0+m, columns k0..k0+kc of op(A) to
+ * dst[i*ld + k] (ld = the GEMM's KC, kiln_gemm_tiles_kc) in the calling
+ * thread's kiln_gemm_pa; the GEMM then reads that block as it reads an A in
+ * place (rows past m up to MR zeroed). PACKB's form (ctx, dst, k0, kc, j0,
+ * n, w) is PACKA's, rows and columns swapped: an im2col PACKB of a column
+ * matrix, called with nr = KC, is the same matrix's PACKA. */
+void kiln_emit_gemm_packab(kiln_sbuf *b, const char *name, const kiln_gemm_shape *s,
+                           const kiln_cg_target *t, const kiln_gemm_tiles *tiles, const char *epi,
+                           const char *packb, const char *packa);
+
 /* The NR of the micro-kernel the GEMM for s with `tiles` uses (the w its
  * PACKB is called with). */
 int kiln_gemm_tiles_nr(const kiln_cg_target *t, const kiln_gemm_shape *s,
                        const kiln_gemm_tiles *tiles);
+
+/* The KC (the K of one block) the GEMM for s with `tiles` uses. */
+int64_t kiln_gemm_tiles_kc(const kiln_cg_target *t, const kiln_gemm_shape *s,
+                           const kiln_gemm_tiles *tiles);
 
 /* A PACKB (see kiln_emit_gemm_packb) named `name` for implicit im2col: op(B)
  * is the column matrix g describes (ir/kernel.h), transposed when tb, with

@@ -52,6 +52,7 @@ typedef struct kiln_llvm_times {
     double emit;     /* building the module from the plan */
     double optimize; /* the "default<O3>" pipeline */
     double codegen;  /* creating the JIT, machine code, symbol lookups */
+    int parts;       /* modules compiled side by side, one thread each (llvm_jit.c) */
 } kiln_llvm_times;
 
 /* kiln_llvm_load, and with sigs (may be NULL) the kernels' signatures and

@@ -44,6 +44,7 @@
 
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 struct kiln_llvm_jit {
     LLVMOrcLLJITRef jit;
@@ -159,15 +160,43 @@ static bool verbose(void)
     return v && *v && strcmp(v, "0");
 }
 
-/* Builds the plan's module in c for t, with t's triple and data layout,
- * optimised at O3 when tm is given. */
+/* Runs "default<O3>" over mod (its data layout set) for tm; KILN_LLVM_DUMP
+ * writes the result (a split module's part k > 0 to <path>.k). */
+static kiln_status optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, const target *t, int part,
+                            char **err)
+{
+    double t0 = now();
+    LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
+    LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
+    LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
+    LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
+    LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
+    LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, o);
+    LLVMDisposePassBuilderOptions(o);
+    if (e) return llvm_err(err, e, "optimising the module");
+    const char *dump = getenv("KILN_LLVM_DUMP");
+    if (dump && *dump) {
+        char *msg = NULL, *path = part ? kiln_asprintf("%s.%d", dump, part) : strdup(dump);
+        if (path && LLVMPrintModuleToFile(mod, path, &msg))
+            fprintf(stderr, "kiln_llvm: %s: %s\n", path, msg);
+        LLVMDisposeMessage(msg);
+        free(path);
+    }
+    if (verbose())
+        fprintf(stderr, "kiln_llvm: optimised in %.3f s (%s, %s, %d lanes%s)\n", now() - t0,
+                t->triple, t->cpu ? t->cpu : "generic", t->vw, t->fma ? ", fma" : "");
+    return KILN_OK;
+}
+
+/* Builds the plan's module (or a part of it: split) in c for t, with t's
+ * triple and data layout, optimised at O3 when tm is given. */
 static kiln_status build_module(const kiln_plan *plan, LLVMContextRef c, const target *t,
-                                LLVMTargetMachineRef tm, kiln_kfuncs *sigs, kiln_llvm_times *times,
-                                LLVMModuleRef *out, char **err)
+                                LLVMTargetMachineRef tm, kiln_kfuncs *sigs, kl_split *split,
+                                kiln_llvm_times *times, LLVMModuleRef *out, char **err)
 {
     LLVMContextSetDiagnosticHandler(c, diagnostic, NULL);
     double t0 = now();
-    kiln_status st = kl_build_module(plan, c, t->vw, t->fma, sigs, out, err);
+    kiln_status st = kl_build_module(plan, c, t->vw, t->fma, sigs, split, out, err);
     if (st) return st;
     double t1 = now();
     if (times) times->emit = t1 - t0;
@@ -176,32 +205,17 @@ static kiln_status build_module(const kiln_plan *plan, LLVMContextRef c, const t
     LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
     LLVMSetModuleDataLayout(*out, td);
     LLVMDisposeTargetData(td);
-    LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
-    LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
-    LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
-    LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
-    LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
-    LLVMErrorRef e = LLVMRunPasses(*out, "default<O3>", tm, o);
-    LLVMDisposePassBuilderOptions(o);
+    int part = split && split->owner ? split->part : 0;
+    st = optimise(*out, tm, t, part, err);
     if (times) times->optimize = now() - t1;
-    const char *dump = getenv("KILN_LLVM_DUMP");
-    if (dump && *dump) {
-        char *msg = NULL;
-        if (LLVMPrintModuleToFile(*out, dump, &msg))
-            fprintf(stderr, "kiln_llvm: %s: %s\n", dump, msg);
-        LLVMDisposeMessage(msg);
-    }
-    if (verbose())
-        fprintf(stderr,
-                "kiln_llvm: module built in %.3f s, optimised in %.3f s (%s, %s, %d lanes%s)\n",
-                t1 - t0, now() - t1, t->triple, t->cpu ? t->cpu : "generic", t->vw,
-                t->fma ? ", fma" : "");
-    if (e) {
+    if (verbose() && !st)
+        fprintf(stderr, "kiln_llvm: part %d built in %.3f s, optimised in %.3f s\n", part, t1 - t0,
+                now() - t1);
+    if (st) {
         LLVMDisposeModule(*out);
         *out = NULL;
-        return llvm_err(err, e, "optimising the module");
     }
-    return KILN_OK;
+    return st;
 }
 
 /* The external functions the module may call, as this process's addresses. */
@@ -236,6 +250,132 @@ kiln_status kiln_llvm_load(const kiln_plan *plan, kiln_llvm_jit **out, double *s
     return st;
 }
 
+/* ---- compiling on several threads ----
+ *
+ * A plan's kernels are independent functions, so the module is built in
+ * parts (kl_split) that are optimised and compiled to object code on
+ * threads of their own, each with its own context and target machine, and
+ * linked by the JIT. The kernels are dealt to the parts by their size
+ * before optimisation, largest first to the lightest part. One part (one
+ * core, KILN_LLVM_THREADS=1, or a plan too small to be worth a thread) is
+ * the whole module compiled by the JIT itself. */
+
+enum { MAX_PARTS = 8, MIN_SPLIT_WEIGHT = 4000 /* instructions */ };
+
+static int compile_threads(void)
+{
+    const char *v = getenv("KILN_LLVM_THREADS");
+    long n = v && *v ? strtol(v, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : (int)n;
+}
+
+/* Deals nf kernels of weights w to at most nparts parts (owner[f]); returns
+ * the number of parts used. */
+static int deal_parts(const int64_t *w, int nf, int nparts, int *owner)
+{
+    int64_t load[MAX_PARTS] = {0};
+    bool *done = calloc((size_t)nf + 1, 1);
+    if (!done) return 1;
+    if (nparts > nf) nparts = nf;
+    for (int n = 0; n < nf; n++) {
+        int f = -1;
+        for (int i = 0; i < nf; i++)
+            if (!done[i] && (f < 0 || w[i] > w[f])) f = i;
+        int p = 0;
+        for (int i = 1; i < nparts; i++)
+            if (load[i] < load[p]) p = i;
+        owner[f] = p;
+        load[p] += w[f];
+        done[f] = true;
+    }
+    free(done);
+    return nparts;
+}
+
+typedef struct part_job {
+    const kiln_plan *plan;
+    const target *t;
+    kl_split split;
+    kiln_kfuncs *sigs; /* part 0's */
+    LLVMMemoryBufferRef obj;
+    kiln_llvm_times times;
+    kiln_status st;
+    char *err;
+} part_job;
+
+/* Builds, optimises and compiles one part to an object in memory. */
+static void *part_run(void *arg)
+{
+    part_job *J = arg;
+    LLVMTargetMachineRef tm = NULL;
+    J->st = make_tm(J->t, LLVMRelocPIC, LLVMCodeModelJITDefault, &tm, &J->err);
+    if (J->st) return NULL;
+    LLVMContextRef c = LLVMContextCreate();
+    LLVMModuleRef mod = NULL;
+    J->st = build_module(J->plan, c, J->t, tm, J->sigs, &J->split, &J->times, &mod, &J->err);
+    if (!J->st) {
+        double t0 = now();
+        char *msg = NULL;
+        if (LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &J->obj)) {
+            J->obj = NULL;
+            J->st = kiln_set_err(&J->err, KILN_ERR_INTERNAL,
+                                 "kiln_llvm: compiling part %d of the module: %s", J->split.part,
+                                 msg ? msg : "?");
+        }
+        LLVMDisposeMessage(msg);
+        J->times.codegen = now() - t0;
+    }
+    if (mod) LLVMDisposeModule(mod);
+    LLVMContextDispose(c);
+    LLVMDisposeTargetMachine(tm);
+    return NULL;
+}
+
+/* Compiles the parts (job 0 on this thread), and on success hands their
+ * objects to *objs; *times gets the slowest part's phases. */
+static kiln_status run_parts(const kiln_plan *plan, const target *t, const int *owner, int nparts,
+                             kiln_kfuncs *sigs, LLVMMemoryBufferRef *objs, kiln_llvm_times *times,
+                             char **err)
+{
+    part_job jobs[MAX_PARTS];
+    pthread_t th[MAX_PARTS];
+    bool started[MAX_PARTS] = {false};
+    memset(jobs, 0, sizeof jobs);
+    for (int p = 0; p < nparts; p++) {
+        jobs[p] = (part_job){.plan = plan, .t = t, .sigs = p ? NULL : sigs};
+        jobs[p].split = (kl_split){.part = p, .owner = owner};
+    }
+    for (int p = 1; p < nparts; p++)
+        started[p] = !pthread_create(&th[p], NULL, part_run, &jobs[p]);
+    part_run(&jobs[0]);
+    for (int p = 1; p < nparts; p++)
+        if (started[p])
+            pthread_join(th[p], NULL);
+        else
+            part_run(&jobs[p]); /* no thread: here, after the others */
+    kiln_status st = KILN_OK;
+    for (int p = 0; p < nparts; p++) {
+        if (jobs[p].st && !st) {
+            st = jobs[p].st;
+            if (err)
+                *err = jobs[p].err;
+            else
+                free(jobs[p].err);
+        } else {
+            free(jobs[p].err);
+        }
+        if (times) {
+            if (jobs[p].times.emit > times->emit) times->emit = jobs[p].times.emit;
+            if (jobs[p].times.optimize > times->optimize) times->optimize = jobs[p].times.optimize;
+        }
+        objs[p] = jobs[p].obj;
+    }
+    if (st)
+        for (int p = 0; p < nparts; p++)
+            if (objs[p]) LLVMDisposeMemoryBuffer(objs[p]), objs[p] = NULL;
+    return st;
+}
+
 kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_jit **out,
                             kiln_llvm_times *times, char **err)
 {
@@ -256,11 +396,50 @@ kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_
     LLVMTargetMachineRef tm = NULL, tm_jit = NULL;
     LLVMOrcThreadSafeContextRef ts = NULL;
     LLVMModuleRef mod = NULL;
-    kiln_status st = make_tm(&t, LLVMRelocPIC, LLVMCodeModelJITDefault, &tm, err);
+    LLVMMemoryBufferRef objs[MAX_PARTS] = {NULL};
+    int nparts = 1, total = 0;
+    double part_codegen = 0.0;
+    for (int e = 0; e < plan->nentries; e++)
+        total += plan->entries[e].nkernels;
+    int64_t *weight = calloc((size_t)total + 1, sizeof *weight);
+    int *owner = calloc((size_t)total + 1, sizeof *owner);
+    kiln_status st = weight && owner
+                         ? KILN_OK
+                         : kiln_set_err(err, KILN_ERR_NOMEM, "kiln_llvm_load: out of memory");
     if (!st) st = make_tm(&t, LLVMRelocPIC, LLVMCodeModelJITDefault, &tm_jit, err);
     if (!st) {
+        /* the whole module, unoptimised: it measures the kernels, and is
+         * the module itself when it stays one */
         ts = LLVMOrcCreateNewThreadSafeContext();
-        st = build_module(plan, kl_tsctx_context(ts), &t, tm, sigs, times, &mod, err);
+        kl_split whole = {.part = 0, .owner = NULL, .weight = weight};
+        st = build_module(plan, kl_tsctx_context(ts), &t, NULL, sigs, &whole, times, &mod, err);
+        int64_t sum = 0;
+        for (int f = 0; f < whole.nfuncs; f++)
+            sum += weight[f];
+        int threads = compile_threads();
+        if (!st && threads > 1 && whole.nfuncs > 1 && sum >= MIN_SPLIT_WEIGHT)
+            nparts = deal_parts(weight, whole.nfuncs, threads, owner);
+    }
+    if (!st && nparts > 1) {
+        LLVMDisposeModule(mod);
+        mod = NULL;
+        double emit = times ? times->emit : 0.0, tp0 = now();
+        st = run_parts(plan, &t, owner, nparts, sigs, objs, times, err);
+        if (times) { /* the rest of the parts' wall time: their machine code */
+            part_codegen = now() - tp0 - times->emit - times->optimize;
+            if (part_codegen < 0) part_codegen = 0;
+            times->emit += emit;
+        }
+    } else if (!st) { /* one module: optimised here, compiled by the JIT */
+        st = make_tm(&t, LLVMRelocPIC, LLVMCodeModelJITDefault, &tm, err);
+        if (!st) {
+            double t1 = now();
+            LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+            LLVMSetModuleDataLayout(mod, td);
+            LLVMDisposeTargetData(td);
+            st = optimise(mod, tm, &t, 0, err);
+            if (times) times->optimize = now() - t1;
+        }
     }
     double t_jit = now();
     if (!st) {
@@ -280,11 +459,16 @@ kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_
         LLVMErrorRef e = define_runtime(j->jit);
         if (e) st = llvm_err(err, e, "defining the runtime's functions");
     }
-    if (!st) {
+    LLVMOrcJITDylibRef lib = st ? NULL : LLVMOrcLLJITGetMainJITDylib(j->jit);
+    for (int p = 0; p < nparts && !st && nparts > 1; p++) {
+        LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->jit, lib, objs[p]);
+        objs[p] = NULL; /* the JIT owns it */
+        if (e) st = llvm_err(err, e, "adding compiled code to the JIT");
+    }
+    if (!st && mod) {
         LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, ts);
         mod = NULL; /* the thread-safe module owns it */
-        LLVMErrorRef e =
-            LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
+        LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->jit, lib, tsm);
         if (e) st = llvm_err(err, e, "adding the module to the JIT");
     }
     if (!st) {
@@ -311,18 +495,27 @@ kiln_status kiln_llvm_load2(const kiln_plan *plan, kiln_kfuncs *sigs, kiln_llvm_
             }
         }
     }
+    for (int p = 0; p < nparts; p++)
+        if (objs[p]) LLVMDisposeMemoryBuffer(objs[p]);
     if (mod) LLVMDisposeModule(mod);
     if (ts) LLVMOrcDisposeThreadSafeContext(ts); /* modules keep what they use */
     if (tm) LLVMDisposeTargetMachine(tm);
     if (tm_jit) LLVMDisposeTargetMachine(tm_jit);
     target_free(&t);
+    free(weight);
+    free(owner);
     if (st) {
         kiln_llvm_free(j);
         if (sigs) kiln_kfuncs_free(sigs);
         return st;
     }
-    if (times) times->codegen = now() - t_jit;
-    if (verbose()) fprintf(stderr, "kiln_llvm: loaded in %.3f s\n", now() - t0);
+    if (times) {
+        times->codegen = part_codegen + (now() - t_jit);
+        times->parts = nparts;
+    }
+    if (verbose())
+        fprintf(stderr, "kiln_llvm: loaded in %.3f s (%d part%s)\n", now() - t0, nparts,
+                nparts > 1 ? "s" : "");
     *out = j;
     return KILN_OK;
 }
@@ -386,7 +579,7 @@ kiln_status kiln_llvm_emit_object(const kiln_plan *plan, const char *triple, con
     kiln_status st = make_tm(&t, LLVMRelocPIC, LLVMCodeModelDefault, &tm, err);
     if (!st) {
         c = LLVMContextCreate();
-        st = build_module(plan, c, &t, tm, NULL, NULL, &mod, err);
+        st = build_module(plan, c, &t, tm, NULL, NULL, NULL, &mod, err);
     }
     if (!st) {
         char *msg = NULL;
@@ -415,7 +608,7 @@ char *kiln_llvm_module_text(const kiln_plan *plan, char **err)
     LLVMContextRef c = LLVMContextCreate();
     LLVMModuleRef mod = NULL;
     char *out = NULL;
-    if (!build_module(plan, c, &t, NULL, NULL, NULL, &mod, err)) {
+    if (!build_module(plan, c, &t, NULL, NULL, NULL, NULL, &mod, err)) {
         char *s = LLVMPrintModuleToString(mod);
         out = s ? strdup(s) : NULL;
         LLVMDisposeMessage(s);

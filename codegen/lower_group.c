@@ -412,6 +412,22 @@ static void lower_elementwise(kiln_kb *kb, gctx *c)
     for (int d = 0; d < n->rank; d++) kiln_kb_end(kb);
 }
 
+
+/* The implicit im2col of node `im2col` (its rows from row0): the image's
+ * buffer in *buf, the geometry returned. */
+static kiln_kim2col image_of(kiln_kb *kb, gctx *c, int32_t im2col, int64_t row0, int32_t *buf)
+{
+    const kiln_graph *g = c->g;
+    const kiln_node *im = &g->nodes[im2col];
+    kiln_conv_geom k;
+    kiln_conv_geom_of(g, im, &k);
+    *buf = real_buf(kb, c, im->inputs[0]);
+    return (kiln_kim2col){.on = 1, .N = k.N, .C = k.C, .H = k.H, .W = k.W, .kh = k.kh,
+                          .kw = k.kw, .sh = k.sh, .sw = k.sw, .ph = k.ph, .pw = k.pw,
+                          .dh = k.dh, .dw = k.dw, .OH = im->shape[2], .OW = im->shape[3],
+                          .r0 = row0};
+}
+
 static void lower_gemm(kiln_kb *kb, gctx *c)
 {
     const kiln_fgroup *gr = cur(c);
@@ -419,7 +435,7 @@ static void lower_gemm(kiln_kb *kb, gctx *c)
     const kiln_node *n = &g->nodes[gr->anchor];
     const kiln_node *a = &g->nodes[n->inputs[0]], *b = &g->nodes[n->inputs[1]];
     int ta = kiln_attr_get_int(n, "ta") != 0, tb = kiln_attr_get_int(n, "tb") != 0;
-    kiln_kgemm d = {.a = real_buf(kb, c, n->inputs[0]),
+    kiln_kgemm d = {.a = gr->a_im2col >= 0 ? -1 : real_buf(kb, c, n->inputs[0]),
                     .b = gr->b_im2col >= 0 ? -1 : real_buf(kb, c, n->inputs[1]),
                     .c = real_buf(kb, c, gr->gemm_out),
                     .M = n->shape[0],
@@ -430,17 +446,11 @@ static void lower_gemm(kiln_kb *kb, gctx *c)
                     .lda = a->shape[1],
                     .ldb = b->shape[1],
                     .ldc = n->shape[1]};
-    if (gr->b_im2col >= 0) {
-        /* implicit im2col (passes/fuse.h): B packed from the image */
-        const kiln_node *im = &g->nodes[gr->b_im2col];
-        kiln_conv_geom k;
-        kiln_conv_geom_of(g, im, &k);
-        d.b = real_buf(kb, c, im->inputs[0]);
-        d.bimg = (kiln_kim2col){.on = 1, .N = k.N, .C = k.C, .H = k.H, .W = k.W, .kh = k.kh,
-                                .kw = k.kw, .sh = k.sh, .sw = k.sw, .ph = k.ph, .pw = k.pw,
-                                .dh = k.dh, .dw = k.dw, .OH = im->shape[2], .OW = im->shape[3],
-                                .r0 = gr->b_row0};
-    }
+    /* implicit im2col (passes/fuse.h): B (or A) packed from the image */
+    if (gr->b_im2col >= 0)
+        d.bimg = image_of(kb, c, gr->b_im2col, gr->b_row0, &d.b);
+    if (gr->a_im2col >= 0)
+        d.aimg = image_of(kb, c, gr->a_im2col, gr->a_row0, &d.a);
     kiln_kb_gemm(kb, &d);
     /* a size-1 axis is index 0, as the tail's broadcasting reads it */
     int32_t coords[2] = {d.M == 1 ? kiln_kx_int(kb, 0) : kiln_kx_var(kb, d.var_i),

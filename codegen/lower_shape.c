@@ -1,5 +1,5 @@
 /* codegen/lower_shape.c — lowering rules of the shape ops (reshape, flatten,
- * permute, broadcast_to, slice, unslice, concat): data movement, no
+ * permute, broadcast_to, slice, unslice, concat, flip): data movement, no
  * arithmetic on values. Each computes what its reference implementation in
  * ir/ops_shape.c computes, and reads the attributes as the shape rules left
  * them (non-negative axes, slice bounds normalised to 0..dim).
@@ -9,6 +9,7 @@
  *
  *   reshape, flatten   out[e] = x[e]                     (one flat loop)
  *   permute            out[i0..] = x[axis perm[d] at i_d]
+ *   flip               out[i0..] = x[.., n_d - 1 - i_d for d in dims, ..]
  *   broadcast_to       out[i0..] = x[i0..] broadcast     (kiln_kx_load_at)
  *   slice              out[.., i, ..] = x[.., start + i*step, ..]
  *   unslice            out = 0; out[.., start + i*step, ..] = x[.., i, ..]
@@ -169,5 +170,23 @@ kiln_status kiln_concat_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
         }
         off += xn->shape[axis];
     }
+    return kiln_kb_status(kb);
+}
+
+/* Output position i along a flipped axis of size n reads x at n - 1 - i. */
+kiln_status kiln_flip_lower(kiln_kb *kb, const kiln_graph *g, int32_t node)
+{
+    const kiln_node *n = &g->nodes[node];
+    const kiln_attr *dims = kiln_node_attr(n, "dims");
+    int32_t x = kiln_kb_in(kb, 0), out = kiln_kb_out(kb);
+    int32_t oidx[KILN_MAX_RANK], xidx[KILN_MAX_RANK];
+    loops_open(kb, n->rank, n->shape, oidx);
+    memcpy(xidx, oidx, (size_t)n->rank * sizeof *xidx);
+    for (int i = 0; i < dims->n; i++) {
+        int d = (int)dims->i[i];
+        xidx[d] = affine(kb, oidx[d], -1, n->shape[d] - 1);
+    }
+    copy_at(kb, out, oidx, x, xidx, n->rank);
+    loops_close(kb, n->rank);
     return kiln_kb_status(kb);
 }

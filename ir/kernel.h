@@ -92,8 +92,8 @@ typedef struct kiln_kstmt {
  * element (i, j) after C[i*ldc + j] is final, with loop variables var_i and
  * var_j bound to i and j: it may rewrite C there and store other buffers at
  * that element (a fused tail: bias, activation, optimizer update). */
-/* Implicit im2col (passes/fuse.h): the GEMM's B operand is not stored but
- * packed straight from an image x [N, C, H, W] (the GEMM's buffer b): its
+/* Implicit im2col (passes/fuse.h): the GEMM's B operand (or A) is not stored
+ * but packed straight from an image x [N, C, H, W] (the GEMM's buffer b, or a): its
  * stored matrix is the column matrix of im2col(x) (ir/conv.h) seen as
  * [C*kh*kw, N*OH*OW], from row r0 on (a group's rows). Only the C backend
  * reads it; plans built for the LLVM backend never set `on`. */
@@ -110,6 +110,7 @@ typedef struct kiln_kgemm {
     int64_t lda, ldb, ldc;
     int32_t var_i, var_j;
     kiln_kim2col bimg; /* B packed from an image (on = 0: B is buffer b's matrix) */
+    kiln_kim2col aimg; /* A made from an image, the same way (A not transposed) */
 } kiln_kgemm;
 
 typedef struct kiln_kbuf {

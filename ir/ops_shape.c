@@ -1,5 +1,5 @@
 /* ir/ops_shape.c — shape ops (reshape, flatten, permute, broadcast_to,
- * slice, unslice, concat): data movement without arithmetic. Shape rules,
+ * slice, unslice, concat, flip): data movement without arithmetic. Shape rules,
  * gradient rules and reference implementations, side by side per op.
  *
  * Shape rules normalise their attributes (negative axes, reshape's -1,
@@ -440,5 +440,55 @@ kiln_status kiln_concat_ref(kiln_graph *g, const kiln_node *n, const double *con
             const double *src = in[k] + o * chunk;
             for (int64_t i = 0; i < chunk; i++) *dst++ = src[i];
         }
+    return KILN_OK;
+}
+
+/* ---- flip ---- */
+
+kiln_status kiln_flip_shape(kiln_graph *g, kiln_node *n)
+{
+    const kiln_node *x = &g->nodes[n->inputs[0]];
+    kiln_attr *p = kiln_node_attr_mut(n, "dims");
+    char sx[128], sp[128];
+    kiln_node_type_str(x, sx, sizeof sx);
+    dims_str(p->n, p->i, sp, sizeof sp);
+    bool seen[KILN_MAX_RANK] = {false};
+    if (p->n > x->rank)
+        return kiln_errorf(g, KILN_ERR_INVALID, "flip: dims %s has more axes than %s", sp, sx);
+    for (int i = 0; i < p->n; i++) {
+        int64_t d = p->i[i];
+        if (!kiln_norm_axis(&d, x->rank) || seen[d])
+            return kiln_errorf(g, KILN_ERR_INVALID,
+                               "flip: dims %s: each must be an axis of %s, at most once", sp, sx);
+        seen[d] = true;
+        p->i[i] = d;
+    }
+    set_shape(n, x->dtype, x->rank, x->shape);
+    return KILN_OK;
+}
+
+kiln_status kiln_flip_grad(kiln_graph *g, int32_t node, int32_t dy, int32_t *dx)
+{
+    const kiln_attr *p = kiln_node_attr(&g->nodes[node], "dims");
+    kiln_attr a = kiln_attr_ints("dims", p->n, p->i);
+    dx[0] = kiln_build(g, KILN_OP_FLIP, 1, &dy, 1, &a);
+    return grad_status(1, dx);
+}
+
+kiln_status kiln_flip_ref(kiln_graph *g, const kiln_node *n, const double *const *in, double *out)
+{
+    (void)g;
+    const kiln_attr *p = kiln_node_attr(n, "dims");
+    bool rev[KILN_MAX_RANK] = {false};
+    for (int i = 0; i < p->n; i++) rev[p->i[i]] = true;
+    int64_t st[KILN_MAX_RANK], idx[KILN_MAX_RANK] = {0}, i = 0;
+    kiln_strides(n->rank, n->shape, st);
+    if (kiln_node_numel(n) == 0) return KILN_OK;
+    do {
+        int64_t off = 0;
+        for (int d = 0; d < n->rank; d++)
+            off += (rev[d] ? n->shape[d] - 1 - idx[d] : idx[d]) * st[d];
+        out[i++] = in[0][off];
+    } while (kiln_index_next(n->rank, n->shape, idx));
     return KILN_OK;
 }

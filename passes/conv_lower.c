@@ -25,6 +25,9 @@
  *                       y = permute(reshape(Y, [Co, N, OH, OW]), [1, 0, 2, 3]) (+ b as [Co, 1, 1])
  *   conv2d_grad_weight  dw = reshape((cols2d @ dYT^T)^T, [Co, C, kh, kw])
  *   conv_transpose2d    x = col2im(W2d^T @ dYT)          (+ b as [C, 1, 1])
+ *                       stride 1, one group, no output padding: the
+ *                       convolution it equals, conv2d(dy, flip(swap01(w),
+ *                       [2, 3])) with padding d*(k-1) - p, lowered as above
  *
  * where dYT = reshape(permute(dy, [1, 0, 2, 3]), [Co, P]). The forward and
  * input-gradient GEMMs thus run with N = P (long, split over the threads)
@@ -35,7 +38,13 @@
  * a permute takes a tail). The weight gradient sums over P: it is computed
  * transposed, [C*kh*kw, Co], which the GEMM runs faster when Co is a
  * multiple of the register tile's 16 columns (the transpose back is small);
- * otherwise as dYT @ cols2d^T. A 1x1 kernel with stride 1 and no padding
+ * otherwise as dYT @ cols2d^T. A stride-1 input gradient
+ * as a convolution of dy sums Co*kh*kw products per output element in one
+ * GEMM of C rows, where col2im's form writes a C*kh*kw-row matrix from
+ * sums of Co products and then adds its kh*kw overlapping copies back
+ * together: kh*kw times the memory traffic, and a GEMM whose K is only Co
+ * (and whose column matrix of dy the C backend packs from the image:
+ * passes/fuse.h, implicit im2col). A 1x1 kernel with stride 1 and no padding
  * has no im2col: cols2d is x seen channel-major. A product of G groups is G
  * products of the groups' row blocks (slices along axis 0 of both
  * operands), concatenated along axis 0.
@@ -185,12 +194,34 @@ static kiln_value lower_conv2d(ctx *c, const kiln_conv_geom *k, const int32_t *i
                    reshape(c, in[2], 3, (const int64_t[]){k->Co, 1, 1}));
 }
 
+/* A stride-1 transposed convolution (an input gradient, mostly) as the
+ * convolution it equals: y = conv2d(x, flip(swap01(w), [2, 3])) with
+ * padding d*(k-1) - p and the same dilation, for one group and no output
+ * padding; 0 when it is not one. */
+static kiln_value transpose_as_conv(ctx *c, const kiln_conv_geom *k, const int32_t *in, int nin)
+{
+    int64_t qh = k->dh * (k->kh - 1) - k->ph, qw = k->dw * (k->kw - 1) - k->pw;
+    if (k->sh != 1 || k->sw != 1 || k->G != 1 || k->oph || k->opw || qh < 0 || qw < 0 ||
+        k->OH + 2 * qh - k->dh * (k->kh - 1) != k->H || k->OW + 2 * qw - k->dw * (k->kw - 1) != k->W)
+        return 0;
+    kiln_attr a = kiln_attr_ints("dims", 2, (const int64_t[]){2, 3});
+    kiln_value w = swap01(c, in[1]);
+    w = shared(c, kiln_build(c->g, KILN_OP_FLIP, 1, &w, 1, &a));
+    kiln_conv_geom k2 = {.N = k->N, .C = k->Co, .H = k->OH, .W = k->OW, .Co = k->C,
+                         .kh = k->kh, .kw = k->kw, .sh = 1, .sw = 1, .ph = qh, .pw = qw,
+                         .dh = k->dh, .dw = k->dw, .G = 1, .OH = k->H, .OW = k->W};
+    int32_t in2[3] = {in[0], w, nin == 3 ? in[2] : -1};
+    return lower_conv2d(c, &k2, in2, nin);
+}
+
 static kiln_value lower_transpose(ctx *c, const kiln_conv_geom *k, const int32_t *in, int nin)
 {
+    kiln_value y = transpose_as_conv(c, k, in, nin);
+    if (y) return y;
     kiln_value cols = grouped_mm(c, weight2d(c, in[1]), channel_major(c, in[0]), 1, 0, k->G);
     int64_t s[4] = {k->C * k->kh * k->kw, k->N, k->OH, k->OW};
     cols = reshape(c, cols, 4, s);
-    kiln_value y = kiln_b_conv(c->g, KILN_OP_COL2IM, 1, &cols, k);
+    y = kiln_b_conv(c->g, KILN_OP_COL2IM, 1, &cols, k);
     if (nin == 3)
         y = kiln_b2(c->g, KILN_OP_ADD, y, reshape(c, in[2], 3, (const int64_t[]){k->C, 1, 1}));
     return y;

@@ -22,6 +22,8 @@ typedef struct fctx {
     kiln_fuse_plan *f;
     int32_t *bimg;      /* per GEMM matmul: the im2col producing its B, or -1 */
     int64_t *brow0;     /* and B's first row in its columns */
+    int32_t *aimg;      /* the same for its A */
+    int64_t *arow0;
     int32_t *cons;      /* consumers, CSR */
     int32_t *cons_at;   /* nnodes + 1 */
     uint8_t *forced;    /* a view needs this node stored */
@@ -161,21 +163,15 @@ static void decide_fates(fctx *c, bool off)
 
 /* ---- implicit im2col ---- */
 
-/* The im2col node whose column matrix GEMM x reads as B: B is
- * reshape(im2col, [C*kh*kw, N*OH*OW]) or a slice of its rows (*row0 the
- * first); -1 when not. */
-static int32_t im2col_of_b(const kiln_graph *g, int32_t x, int64_t *row0)
+/* The im2col node whose column matrix value v is: reshape(im2col, [C*kh*kw,
+ * N*OH*OW]) or a slice of its rows (*row0 the first); -1 when not. */
+static int32_t cols_of(const kiln_graph *g, int32_t v, int64_t *row0)
 {
-    const kiln_node *m = &g->nodes[x];
-    int32_t b = m->inputs[1];
-    const kiln_node *n = &g->nodes[b];
+    const kiln_node *n = &g->nodes[v];
     *row0 = 0;
-    /* B = cols only: packing cols^T from the image (gemm.h can) measured
-     * 2.5x slower for the weight gradient than cols stored and read in place */
-    if (m->inputs[0] == b || kiln_attr_get_int(m, "tb")) return -1;
     if (n->op == KILN_OP_SLICE) {
         if (n->rank != 2 || kiln_attr_get_int(n, "axis") != 0 || kiln_attr_get_int(n, "step") != 1 ||
-            n->role != KILN_ROLE_NONE || m->inputs[0] == n->inputs[0])
+            n->role != KILN_ROLE_NONE)
             return -1;
         *row0 = kiln_attr_get_int(n, "start");
         n = &g->nodes[n->inputs[0]];
@@ -193,6 +189,34 @@ static int32_t im2col_of_b(const kiln_graph *g, int32_t x, int64_t *row0)
     return s;
 }
 
+/* The im2col node whose column matrix GEMM x reads as B (not transposed),
+ * or -1. */
+static int32_t im2col_of_b(const kiln_graph *g, int32_t x, int64_t *row0)
+{
+    const kiln_node *m = &g->nodes[x];
+    *row0 = 0;
+    /* B = cols only: packing cols^T from the image (gemm.h can) measured
+     * 2.5x slower for the weight gradient than cols stored and read in
+     * place; that GEMM reads cols as A instead (im2col_of_a) */
+    if (m->inputs[0] == m->inputs[1] || kiln_attr_get_int(m, "tb")) return -1;
+    const kiln_node *n = &g->nodes[m->inputs[1]];
+    /* a slice of rows of A's own matrix: the operands share a source */
+    if (n->op == KILN_OP_SLICE && m->inputs[0] == n->inputs[0]) return -1;
+    return cols_of(g, m->inputs[1], row0);
+}
+
+/* The im2col node whose column matrix GEMM x reads as A (not transposed,
+ * B not read from an image), or -1. */
+static int32_t im2col_of_a(const kiln_graph *g, int32_t x, int64_t *row0)
+{
+    const kiln_node *m = &g->nodes[x];
+    *row0 = 0;
+    if (m->inputs[0] == m->inputs[1] || kiln_attr_get_int(m, "ta")) return -1;
+    const kiln_node *n = &g->nodes[m->inputs[0]];
+    if (n->op == KILN_OP_SLICE && m->inputs[1] == n->inputs[0]) return -1;
+    return cols_of(g, m->inputs[0], row0);
+}
+
 /* Marks the GEMMs that pack B from an image, and makes the im2col, reshape
  * and slice nodes that only such GEMMs read INLINE (no kernel, no storage). */
 static void implicit_im2col(fctx *c)
@@ -200,9 +224,11 @@ static void implicit_im2col(fctx *c)
     const kiln_graph *g = c->g;
     kiln_fuse_plan *f = c->f;
     for (int32_t x = 0; x < g->nnodes; x++) {
-        c->bimg[x] = -1;
-        if (f->fate[x] == KILN_FATE_GROUP && kiln_matmul_is_gemm(g, x))
+        c->bimg[x] = c->aimg[x] = -1;
+        if (f->fate[x] == KILN_FATE_GROUP && kiln_matmul_is_gemm(g, x)) {
             c->bimg[x] = im2col_of_b(g, x, &c->brow0[x]);
+            if (c->bimg[x] < 0) c->aimg[x] = im2col_of_a(g, x, &c->arow0[x]);
+        }
     }
     /* consumers come after their producers: slices, then reshapes, then im2col */
     for (int32_t y = g->nnodes - 1; y >= 0; y--) {
@@ -214,7 +240,8 @@ static void implicit_im2col(fctx *c)
         for (int32_t k = c->cons_at[y]; k < c->cons_at[y + 1] && all; k++) {
             int32_t r = c->cons[k];
             const kiln_node *rn = &g->nodes[r];
-            bool gemm = c->bimg[r] >= 0 && rn->inputs[1] == y && rn->inputs[0] != y;
+            bool gemm = (c->bimg[r] >= 0 && rn->inputs[1] == y && rn->inputs[0] != y) ||
+                        (c->aimg[r] >= 0 && rn->inputs[0] == y && rn->inputs[1] != y);
             bool chain = c->mark[r] == 4; /* a slice or reshape of the chain, made INLINE */
             all = gemm || chain;
         }
@@ -227,8 +254,10 @@ static void implicit_im2col(fctx *c)
     /* only where the im2col goes: packing from the image instead of a stored
      * column matrix (a training step's weight gradient reads it as A)
      * measured no faster for the forward GEMM alone */
-    for (int32_t x = 0; x < g->nnodes; x++)
+    for (int32_t x = 0; x < g->nnodes; x++) {
         if (c->bimg[x] >= 0 && f->fate[c->bimg[x]] != KILN_FATE_INLINE) c->bimg[x] = -1;
+        if (c->aimg[x] >= 0 && f->fate[c->aimg[x]] != KILN_FATE_INLINE) c->aimg[x] = -1;
+    }
 }
 
 /* ---- groups ---- */
@@ -250,7 +279,7 @@ static kiln_status new_group(kiln_fuse_plan *f, int32_t x, bool elementwise)
     if (!ng) return KILN_ERR_NOMEM;
     f->groups = ng;
     ng[f->ngroups] = (kiln_fgroup){.anchor = x, .elementwise = elementwise, .gemm_out = -1,
-                                   .b_im2col = -1};
+                                   .b_im2col = -1, .a_im2col = -1};
     return add_member(f, f->ngroups++, x);
 }
 
@@ -377,6 +406,10 @@ static kiln_status form_groups(fctx *c, bool off)
             if (!st && c->bimg && c->bimg[x] >= 0) {
                 f->groups[f->ngroups - 1].b_im2col = c->bimg[x];
                 f->groups[f->ngroups - 1].b_row0 = c->brow0[x];
+            }
+            if (!st && c->aimg && c->aimg[x] >= 0) {
+                f->groups[f->ngroups - 1].a_im2col = c->aimg[x];
+                f->groups[f->ngroups - 1].a_row0 = c->arow0[x];
             }
         }
         if (st) return st;
@@ -593,7 +626,9 @@ kiln_status kiln_fuse(const kiln_graph *g, const kiln_fuse_options *opt, kiln_fu
     if (!off && opt && opt->implicit_im2col) {
         c.bimg = malloc(n * sizeof *c.bimg);
         c.brow0 = malloc(n * sizeof *c.brow0);
-        if (!c.bimg || !c.brow0) goto done;
+        c.aimg = malloc(n * sizeof *c.aimg);
+        c.arow0 = malloc(n * sizeof *c.arow0);
+        if (!c.bimg || !c.brow0 || !c.aimg || !c.arow0) goto done;
         implicit_im2col(&c);
     }
     if ((st = form_groups(&c, off))) goto done;
@@ -603,6 +638,8 @@ kiln_status kiln_fuse(const kiln_graph *g, const kiln_fuse_options *opt, kiln_fu
     st = KILN_OK;
 done:
     free(c.bimg);
+    free(c.aimg);
+    free(c.arow0);
     free(c.brow0);
     free(c.cons);
     free(c.cons_at);

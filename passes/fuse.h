@@ -53,7 +53,13 @@
  * (codegen/gemm.h: PACKB), transposed or not. The im2col, the reshape and the
  * slice then become INLINE (no kernel, no storage) when every reader of them
  * is such a GEMM; otherwise they stay (the GEMMs that can still read x). The
- * packed values are those im2col stores, so the bits do not change.
+ * packed values are those im2col stores, so the bits do not change. A GEMM
+ * whose A (not transposed) is such a column matrix, and whose B is not,
+ * makes op(A)'s blocks from x the same way (kiln_fgroup.a_im2col; gemm.h:
+ * PACKA): a convolution's weight gradient computed as cols @ dy^T
+ * (passes/conv_lower.c), so that in a training step the forward GEMM and
+ * the weight gradient both read the image and the column matrix is never
+ * stored.
  *
  * Expects: a verified graph in topological order.
  * Guarantees: the plan above; deterministic.
@@ -80,6 +86,8 @@ typedef struct kiln_fgroup {
     int32_t b_im2col; /* GEMM anchors: the im2col node whose column matrix the GEMM
                          packs op(B) from, reading the image (implicit im2col), or -1 */
     int64_t b_row0;   /* then: the first row of the columns B starts at (a group's) */
+    int32_t a_im2col; /* the same for op(A) (A not transposed, B not an im2col), or -1 */
+    int64_t a_row0;
 } kiln_fgroup;
 
 typedef struct kiln_fuse_plan {
@@ -95,8 +103,8 @@ typedef struct kiln_fuse_plan {
 
 typedef struct kiln_fuse_options {
     bool off; /* one group per non-leaf node, nothing inlined (for comparisons) */
-    bool implicit_im2col; /* GEMMs pack B straight from im2col's image (C backend only:
-                             the LLVM backend does not read kiln_kgemm.bimg) */
+    bool implicit_im2col; /* GEMMs pack B (or A) straight from im2col's image (C backend
+                             only: the LLVM backend does not read kiln_kgemm.bimg, aimg) */
 } kiln_fuse_options;
 
 kiln_status kiln_fuse(const kiln_graph *g, const kiln_fuse_options *opt, kiln_fuse_plan **out);

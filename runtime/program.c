@@ -766,6 +766,7 @@ static kiln_status load_llvm(kiln_program *p, const kiln_compile_options *opt, c
     p->times.emit = lt.emit;
     p->times.optimize = lt.optimize;
     p->times.compile = lt.codegen;
+    p->times.parts = lt.parts;
     if (st) {
         set_err(err, "kiln_compile: %s", lerr ? lerr : kiln_status_str(st));
         free(lerr);

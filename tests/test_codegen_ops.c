@@ -564,6 +564,12 @@ static void gen_shape(family *f)
     attr(f, add1(f, "permute", inp(KILN_BOOL, S(3, 129), 0, 2)), "perm=[1,0]");
     attr(f, add1(f, "permute", inp(KILN_F64, S(129, 17), 0, 0)), "perm=[-1,0]");
 
+    attr(f, add1(f, "flip", inp(KILN_F32, S(3, 7, 17), 0, 0)), "dims=[0,2]");
+    attr(f, add1(f, "flip", inp(KILN_F32, S(17, 129), 0, 0)), "dims=[-1]");
+    attr(f, add1(f, "flip", inp(KILN_F32, S(1, 129, 3), 0, 0)), "dims=[1,0]");
+    attr(f, add1(f, "flip", inp(KILN_I32, S(7, 3), -9, 9)), "dims=[0,1]");
+    attr(f, add1(f, "flip", inp(KILN_F64, S(129), 0, 0)), "dims=[]");
+
     attr(f, add1(f, "broadcast_to", inp(KILN_F32, S(17, 1), 0, 0)), "shape=[17,129]");
     attr(f, add1(f, "broadcast_to", inp(KILN_F32, S(129), 0, 0)), "shape=[3,129]");
     attr(f, add1(f, "broadcast_to", inp(KILN_F32, S(1, 7, 1), 0, 0)), "shape=[3,7,17]");

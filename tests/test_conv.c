@@ -292,25 +292,40 @@ Test(conv, pass_shares_im2col_and_uses_gemms)
     kiln_graph_free(f);
 }
 
-Test(conv, pass_input_gradient_is_gemm_and_col2im)
+/* The input gradient of a stride-1 convolution is the convolution of dy
+ * with the flipped, channel-swapped weights (passes/conv_lower.c): a GEMM
+ * over an im2col of dy, no col2im; with stride 2 it stays W^T @ dy and
+ * col2im. */
+static void input_gradient(int stride, int col2ims, int im2cols, int flips)
 {
-    /* two convolutions: the second one's input gradient is needed */
     kiln_graph *g = kiln_graph_new("two_convs");
     int64_t xs[4] = {2, 3, 8, 8};
     kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
     kiln_conv_params p = {.padding = {1, 1}};
     kiln_value h = kiln_relu(g, kiln_conv2d_layer(g, x, 4, 3, 3, &p, 1, "c1"));
+    p.stride[0] = p.stride[1] = stride;
     kiln_value y = kiln_conv2d_layer(g, h, 5, 3, 3, &p, 0, "c2");
     cr_assert_eq(kiln_set_loss(g, kiln_reduce_mean(g, y, 0, NULL, 0), "loss"), KILN_OK);
     kiln_graph *t = train_graph(g);
     cr_assert_eq(kiln_test_count_op(t, "conv_transpose2d"), 1);
     cr_assert_eq(kiln_run_pass(t, "conv_lower"), KILN_OK, "%s", kiln_graph_error(t));
     cr_assert_eq(kiln_test_count_op(t, "conv_transpose2d"), 0);
-    cr_assert_eq(kiln_test_count_op(t, "col2im"), 1);
-    cr_assert_eq(kiln_test_count_op(t, "im2col"), 2);
+    cr_assert_eq(kiln_test_count_op(t, "col2im"), col2ims);
+    cr_assert_eq(kiln_test_count_op(t, "im2col"), im2cols);
+    cr_assert_eq(kiln_test_count_op(t, "flip"), flips);
     cr_assert_eq(gemms(t), 5); /* 2 forward, 2 dw, 1 dx */
     kiln_graph_free(t);
     kiln_graph_free(g);
+}
+
+Test(conv, pass_input_gradient_stride_1_is_a_convolution)
+{
+    input_gradient(1, 0, 3, 1);
+}
+
+Test(conv, pass_input_gradient_stride_2_is_gemm_and_col2im)
+{
+    input_gradient(2, 1, 2, 0);
 }
 
 /* The convolution's bias and ReLU run in the kernel that moves its output
@@ -461,6 +476,52 @@ Test(conv, implicit_im2col_removes_the_kernel_and_buffer)
         free(k[1]);
         kiln_graph_free(g);
     }
+}
+
+/* A training step: the forward GEMM packs B from the image and the weight
+ * gradient (cols @ dy^T) makes A from it (gemm.h: PACKA), so no im2col
+ * kernel runs and no column matrix is stored; the input gradient of the
+ * stride-1 convolution (a convolution of dy) packs from dy. */
+Test(conv, implicit_im2col_in_training_stores_no_column_matrix)
+{
+    kiln_graph *g = kiln_graph_new("two_convs");
+    int64_t xs[4] = {2, 3, 8, 8};
+    kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
+    kiln_conv_params p = {.padding = {1, 1}};
+    kiln_value h = kiln_relu(g, kiln_conv2d_layer(g, x, 16, 3, 3, &p, 1, "c1"));
+    kiln_value y = kiln_conv2d_layer(g, h, 16, 3, 3, &p, 0, "c2");
+    cr_assert_eq(kiln_set_loss(g, kiln_reduce_mean(g, y, 0, NULL, 0), "loss"), KILN_OK);
+    kiln_graph *t = train_graph(g);
+    cr_assert_eq(kiln_run_pass(t, "conv_lower"), KILN_OK, "%s", kiln_graph_error(t));
+    cr_assert_eq(kiln_test_count_op(t, "im2col"), 3); /* x, h, and dy of c2 */
+    kiln_fuse_options on = {.implicit_im2col = true};
+    kiln_fuse_plan *im = NULL;
+    cr_assert_eq(kiln_fuse(t, &on, &im), KILN_OK);
+    int from_a = 0, from_b = 0;
+    for (int32_t gi = 0; gi < im->ngroups; gi++) {
+        cr_assert_neq(t->nodes[im->groups[gi].anchor].op, KILN_OP_IM2COL);
+        int32_t a = im->groups[gi].a_im2col, b = im->groups[gi].b_im2col;
+        cr_assert(a < 0 || b < 0, "one operand from an image per GEMM");
+        if (a >= 0) {
+            from_a++;
+            cr_assert_eq(im->fate[a], KILN_FATE_INLINE);
+            const kiln_node *mm = &t->nodes[im->groups[gi].anchor];
+            cr_assert_eq(kiln_attr_get_int(mm, "ta"), 0);
+        }
+        from_b += b >= 0;
+    }
+    cr_assert_eq(from_a, 2, "both weight gradients make A from the image");
+    cr_assert_eq(from_b, 3, "both forward GEMMs and the input gradient pack B from one");
+    for (int32_t i = 0; i < t->nnodes; i++)
+        if (t->nodes[i].op == KILN_OP_IM2COL) cr_assert_eq(im->fate[i], KILN_FATE_INLINE);
+    kiln_fuse_plan_free(im);
+    kiln_graph_free(t);
+    char *err = NULL;
+    char *k = kiln_plan_kernels(g, NULL, &err);
+    cr_assert_not_null(k, "%s", err ? err : "");
+    cr_assert_null(strstr(k, "im2col"), "%s", k);
+    free(k);
+    kiln_graph_free(g);
 }
 
 /* Runs entry `entry` of the golden graph compiled with implicit im2col

@@ -392,7 +392,10 @@ static void ref_im2col(const kiln_kim2col *g, const float *x, float *cols)
 
 /* GEMMs whose B is an image's column matrix (from row r0, transposed or
  * not), packed from the image by kiln_emit_im2col_packb, give the bits of
- * the same GEMM on the stored column matrix, on every target. */
+ * the same GEMM on the stored column matrix, on every target; so do GEMMs
+ * whose A is the column matrix, made from the image by the same packer
+ * (PACKA: kiln_emit_gemm_packab), with B = dy^T as a weight gradient has
+ * it (variant 2) and B plain (variant 3). */
 static void check_im2col_packb(const kiln_cg_target *t)
 {
     /* N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw; rows of B from r0 (a group) */
@@ -402,9 +405,10 @@ static void check_im2col_packb(const kiln_cg_target *t)
         {2, 5, 6, 6, 2, 2, 2, 1, 0, 1, 1, 2, 8},
     };
     enum { NG = sizeof geo / sizeof geo[0] };
+    enum { NV = 4 }; /* B from the image (tb 0, 1); A from it (B^T, B) */
     kiln_kim2col g[NG];
-    kiln_gemm_shape sh[2 * NG];
-    kiln_gemm_tiles tl[2 * NG];
+    kiln_gemm_shape sh[NV * NG];
+    kiln_gemm_tiles tl[NV * NG];
     kiln_sbuf b = {0};
     kiln_sb_puts(&b, "#include <stdint.h>\n#include <string.h>\n\n"
                      "typedef struct kiln_rt {\n    void *pool;\n"
@@ -422,26 +426,34 @@ static void check_im2col_packb(const kiln_cg_target *t)
         g[q].OW = (g[q].W + 2 * g[q].pw - g[q].dw * (g[q].kw - 1) - 1) / g[q].sw + 1;
         int64_t rows = g[q].C * g[q].kh * g[q].kw - g[q].r0, P = g[q].N * g[q].OH * g[q].OW;
         /* C = A @ cols[r0..] (tb 0), C = A @ cols[r0..]^T (tb 1) */
-        sh[2 * q] = (kiln_gemm_shape){.M = 7, .N = P, .K = rows, .lda = rows, .ldb = P, .ldc = P};
-        sh[2 * q + 1] = (kiln_gemm_shape){.M = 5, .N = rows, .K = P, .tb = 1, .lda = P, .ldb = P,
-                                          .ldc = rows};
-        for (int tb = 0; tb < 2; tb++) {
-            int i = 2 * q + tb;
+        sh[NV * q] = (kiln_gemm_shape){.M = 7, .N = P, .K = rows, .lda = rows, .ldb = P, .ldc = P};
+        sh[NV * q + 1] = (kiln_gemm_shape){.M = 5, .N = rows, .K = P, .tb = 1, .lda = P, .ldb = P,
+                                           .ldc = rows};
+        sh[NV * q + 2] = (kiln_gemm_shape){.M = rows, .N = 21, .K = P, .tb = 1, .lda = P,
+                                           .ldb = P, .ldc = 21};
+        sh[NV * q + 3] = (kiln_gemm_shape){.M = rows, .N = 35, .K = P, .lda = P, .ldb = 35,
+                                           .ldc = 35};
+        for (int v = 0; v < NV; v++) {
+            int i = NV * q + v;
             kiln_gemm_tiles_model(t, &sh[i], &tl[i]);
             tl[i].kc = 16; /* several KC blocks */
             tl[i].nc = 2 * tl[i].nr;
+            if (v >= 2) tl[i].mc = 2 * tl[i].mr; /* several MC blocks */
             snprintf(pk, sizeof pk, "pk%d", i);
-            kiln_emit_im2col_packb(&b, pk, &g[q], tb, kiln_gemm_tiles_nr(t, &sh[i], &tl[i]),
+            kiln_emit_im2col_packb(&b, pk, &g[q], v == 1,
+                                   v < 2 ? kiln_gemm_tiles_nr(t, &sh[i], &tl[i])
+                                         : (int)kiln_gemm_tiles_kc(t, &sh[i], &tl[i]),
                                    "((const ictx *)ctx)->x", t);
             snprintf(name, sizeof name, "im%d", i);
-            kiln_emit_gemm_packb(&b, name, &sh[i], t, &tl[i], NULL, pk);
+            kiln_emit_gemm_packab(&b, name, &sh[i], t, &tl[i], NULL, v < 2 ? pk : NULL,
+                                  v < 2 ? NULL : pk);
             snprintf(name, sizeof name, "ex%d", i);
             kiln_emit_gemm(&b, name, &sh[i], t, &tl[i], NULL);
         }
     }
     kiln_sb_puts(&b, "void (*const kiln_test_gemms[])(const float *, const float *, float *,\n"
                      "    const kiln_rt *, void *) = {\n");
-    for (int i = 0; i < 2 * NG; i++) kiln_sb_printf(&b, "    im%d, ex%d,\n", i, i);
+    for (int i = 0; i < NV * NG; i++) kiln_sb_printf(&b, "    im%d, ex%d,\n", i, i);
     kiln_sb_puts(&b, "};\n");
     cr_assert(!b.oom);
     kiln_cc_options o = {.cc = NULL, .cache_dir = cache, .verbose = 0};
@@ -465,20 +477,28 @@ static void check_im2col_packb(const kiln_cg_target *t)
         cr_assert(x && cols);
         for (int64_t e = 0; e < nx; e++) x[e] = rnd(&seed);
         ref_im2col(&g[q], x, cols);
-        for (int tb = 0; tb < 2; tb++) {
-            const kiln_gemm_shape *s = &sh[2 * q + tb];
-            int64_t na = s->M * s->lda, nc = s->M * s->ldc;
+        for (int v = 0; v < NV; v++) {
+            const kiln_gemm_shape *s = &sh[NV * q + v];
+            /* the operand that is not the column matrix: A (v < 2) or B */
+            int64_t na = v < 2 ? s->M * s->lda : (s->tb ? s->N : s->K) * s->ldb,
+                    nc = s->M * s->ldc;
             float *A = malloc((size_t)na * sizeof *A), *C0 = malloc((size_t)nc * sizeof *C0),
                   *C1 = malloc((size_t)nc * sizeof *C1);
             cr_assert(A && C0 && C1);
             for (int64_t e = 0; e < na; e++) A[e] = rnd(&seed);
             struct { const float *x; } ctx = {x};
-            fns[2 * (2 * q + tb)](A, NULL, C0, &rt, &ctx);
-            fns[2 * (2 * q + tb) + 1](A, cols + g[q].r0 * s->ldb, C1, &rt, NULL);
+            const float *im = cols + g[q].r0 * (v < 2 ? s->ldb : s->lda);
+            if (v < 2) {
+                fns[2 * (NV * q + v)](A, NULL, C0, &rt, &ctx);
+                fns[2 * (NV * q + v) + 1](A, im, C1, &rt, NULL);
+            } else {
+                fns[2 * (NV * q + v)](NULL, A, C0, &rt, &ctx);
+                fns[2 * (NV * q + v) + 1](im, A, C1, &rt, NULL);
+            }
             int64_t bad = 0;
             for (int64_t e = 0; e < nc; e++) bad += memcmp(&C0[e], &C1[e], sizeof *C0) != 0;
-            cr_expect_eq(bad, 0, "%s: image %d, tb %d: %lld of %lld elements differ",
-                         kiln_isa_name(t->isa), q, tb, (long long)bad, (long long)nc);
+            cr_expect_eq(bad, 0, "%s: image %d, variant %d: %lld of %lld elements differ",
+                         kiln_isa_name(t->isa), q, v, (long long)bad, (long long)nc);
             free(A);
             free(C0);
             free(C1);

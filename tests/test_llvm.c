@@ -1067,18 +1067,11 @@ static double time_step(kiln_entry_fn fn, char **mem, kiln_pool *pool, int reps)
     return best;
 }
 
-Test(llvm, mlp_train_step)
+/* Starting values of the MLP's training step as a program has them: small
+ * weights, zero state, pixels in [0, 1), labels in [0, 10), fastai's
+ * hyperparameters. */
+static void mlp_start(tp *t, const kiln_graph *g)
 {
-    kiln_graph *f = NULL, *g = NULL;
-    char *err = NULL;
-    cr_assert_eq(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", 32, &f, &err),
-                 KILN_OK, "%s", err ? err : "");
-    kiln_train_options opt = kiln_train_defaults();
-    cr_assert_eq(kiln_train_program(f, &opt, &g), KILN_OK, "%s", kiln_graph_error(f));
-    tp t;
-    tp_build(&t, g, "train_step", true);
-    /* starting values as a program has them: small weights, zero state,
-     * pixels in [0, 1), labels in [0, 10), fastai's hyperparameters */
     for (int32_t i = 0; i < g->nnodes; i++) {
         const kiln_node *n = &g->nodes[i];
         if (n->op != KILN_OP_INPUT) continue;
@@ -1089,15 +1082,28 @@ Test(llvm, mlp_train_step)
                    : n->role == KILN_ROLE_STATE  ? 0.0
                    : n->role == KILN_ROLE_TARGET ? floor(uniform(0, 10))
                                                  : uniform(0, 1);
-        tp_set(&t, i, v, (int)numel);
+        tp_set(t, i, v, (int)numel);
         free(v);
     }
-    set_hparam(&t, "lr", 1e-3);
-    set_hparam(&t, "mom", 0.9);
-    set_hparam(&t, "beta2", 0.99);
-    set_hparam(&t, "eps", 1e-5);
-    set_hparam(&t, "wd", 1e-2);
-    set_hparam(&t, "step", 1.0);
+    set_hparam(t, "lr", 1e-3);
+    set_hparam(t, "mom", 0.9);
+    set_hparam(t, "beta2", 0.99);
+    set_hparam(t, "eps", 1e-5);
+    set_hparam(t, "wd", 1e-2);
+    set_hparam(t, "step", 1.0);
+}
+
+Test(llvm, mlp_train_step)
+{
+    kiln_graph *f = NULL, *g = NULL;
+    char *err = NULL;
+    cr_assert_eq(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", 32, &f, &err),
+                 KILN_OK, "%s", err ? err : "");
+    kiln_train_options opt = kiln_train_defaults();
+    cr_assert_eq(kiln_train_program(f, &opt, &g), KILN_OK, "%s", kiln_graph_error(f));
+    tp t;
+    tp_build(&t, g, "train_step", true);
+    mlp_start(&t, g);
     tp_run_both(&t, NULL);
     cr_expect_eq(t.rc_c, 0);
     cr_expect_eq(t.rc_l, 0);
@@ -1137,6 +1143,60 @@ Test(llvm, mlp_train_step)
     kiln_graph_free(g);
     kiln_graph_free(f);
     free(err);
+}
+
+/* The program compiled in several parts on threads of their own
+ * (codegen/llvm_jit.c) is the program compiled as one module: the same
+ * bytes after a training step. */
+Test(llvm, compiled_in_parts)
+{
+    kiln_graph *f = NULL, *g = NULL;
+    char *err = NULL;
+    cr_assert_eq(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", 17, &f, &err),
+                 KILN_OK, "%s", err ? err : "");
+    kiln_train_options opt = kiln_train_defaults();
+    cr_assert_eq(kiln_train_program(f, &opt, &g), KILN_OK, "%s", kiln_graph_error(f));
+    tp t;
+    tp_build(&t, g, "train_step", true);
+    mlp_start(&t, g);
+    const char *old = getenv("KILN_LLVM_THREADS");
+    char *saved = old ? strdup(old) : NULL;
+    char *mem[3][4];
+    int parts[3];
+    const char *threads[3] = {"1", "2", "3"};
+    for (int r = 0; r < 3; r++) {
+        setenv("KILN_LLVM_THREADS", threads[r], 1);
+        kiln_llvm_jit *j = NULL;
+        kiln_llvm_times lt;
+        cr_assert_eq(kiln_llvm_load2(&t.plan, NULL, &j, &lt, &err), KILN_OK, "%s",
+                     err ? err : "");
+        parts[r] = lt.parts;
+        void *a = kiln_llvm_sym(j, "kiln_train_step");
+        cr_assert_not_null(a);
+        kiln_entry_fn fn;
+        memcpy(&fn, &a, sizeof a);
+        for (int s = 0; s < 4; s++)
+            mem[r][s] = aligned_alloc(64, align64(t.bytes[s] + 64));
+        tp_reset(&t, mem[r]);
+        cr_expect_eq(tp_call(fn, mem[r], NULL), 0);
+        kiln_llvm_free(j);
+    }
+    if (saved) setenv("KILN_LLVM_THREADS", saved, 1);
+    else unsetenv("KILN_LLVM_THREADS");
+    free(saved);
+    cr_expect_eq(parts[0], 1);
+    cr_expect_eq(parts[1], 2);
+    cr_expect_eq(parts[2], 3);
+    for (int r = 1; r < 3; r++)
+        for (int s = KILN_SPACE_P; s <= KILN_SPACE_A; s++)
+            cr_expect(!memcmp(mem[0][s], mem[r][s], t.bytes[s]),
+                      "space %d differs between 1 and %d parts", s, parts[r]);
+    for (int r = 0; r < 3; r++)
+        for (int s = 0; s < 4; s++)
+            free(mem[r][s]);
+    tp_free(&t);
+    kiln_graph_free(g);
+    kiln_graph_free(f);
 }
 
 /* ---- GEMM speed (reported, not asserted) ---- */

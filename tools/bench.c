@@ -1102,9 +1102,11 @@ out:
 
 /* ---- step ------------------------------------------------------------------- */
 
-/* The class count for a target: the last axis of the float tensor that the
- * target is compared with (the logits of cross_entropy or accuracy); 0 when
- * no node reads it that way. */
+/* The class count for a target: the class axis of the float tensor that the
+ * target is compared with (the logits of cross_entropy or accuracy: the
+ * last axis, or axis 1 of per-pixel logits [N, C, H, W] against labels
+ * [N, H, W], as PyTorch's cross_entropy reads them); 0 when no node reads
+ * it that way. */
 int64_t label_classes(const kiln_graph *g, const char *target)
 {
     kiln_value t = kiln_graph_find(g, target);
@@ -1113,8 +1115,9 @@ int64_t label_classes(const kiln_graph *g, const char *target)
         const kiln_node *nd = kiln_node_at(g, i);
         if (nd->ninputs < 2 || nd->inputs[1] != t || nd->inputs[0] == t) continue;
         const kiln_node *lg = kiln_node_at(g, nd->inputs[0]);
+        const kiln_node *tn = kiln_node_at(g, t);
         if (kiln_dtype_is_float((kiln_dtype)lg->dtype) && lg->rank >= 1)
-            return lg->shape[lg->rank - 1];
+            return lg->shape[lg->rank > 2 && lg->rank == tn->rank + 1 ? 1 : lg->rank - 1];
     }
     return 0;
 }

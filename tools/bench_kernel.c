@@ -593,7 +593,12 @@ int compile_timings_report(const char *cmd, const char *model, int64_t bs, int t
         }
         putchar('\n');
     }
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
         if (t[k].cached) printf("  (%s: the shared object came from the cache)\n", label[k]);
+        if (t[k].parts > 1)
+            printf("  (%s: %d modules built, optimised and compiled side by side; the slowest's "
+                   "phases)\n",
+                   label[k], t[k].parts);
+    }
     return 0;
 }

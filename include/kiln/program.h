@@ -154,13 +154,16 @@ typedef struct kiln_compile_timings {
     double lower;    /* fusion and lowering to kernel IR (C, LLVM backends) */
     double memplan;  /* named tensors' layout and the memory planner */
     double emit;     /* the C source, or the LLVM module */
-    double optimize; /* LLVM: the default<O3> pipeline; C: 0 (the C compiler's) */
+    double optimize; /* LLVM: the default<O3> pipeline (compiled in parts: the
+                        slowest part's); C: 0 (the C compiler's) */
     double compile;  /* C: the C compiler and dlopen (a cache hit: the dlopen);
-                        LLVM: the JIT's machine code and symbol lookups */
+                        LLVM: machine code, linking in the JIT, symbol lookups */
     double load;     /* binding entries and kernels, preparing their calls;
                         REF: creating the interpreters */
     double total;    /* kiln_compile from its call to its return */
     int cached;      /* C: the shared object came from the disk cache */
+    int parts;       /* LLVM: modules optimised and compiled side by side, one
+                        thread each (the cores, or KILN_LLVM_THREADS) */
 } kiln_compile_timings;
 
 kiln_status kiln_program_timings(const kiln_program *p, kiln_compile_timings *t);

@@ -32,6 +32,14 @@ static const double unsl[] = {0, -11.5, 0, -10.5, 0, -9.5, 0, 0, -8.5, 0, -7.5, 
                               0, -5.5, 0, -4.5, 0, -3.5, 0};
 /* u = np.zeros((5,2)); u[0:5:3, :] = x24[:4].reshape(2,2) */
 static const double unsl0[] = {-11.5, -10.5, 0, 0, 0, 0, -9.5, -8.5, 0, 0};
+/* np.flip(x24.reshape(2,3,4), (0, 2)) */
+static const double flip_02[] = {3.5, 2.5, 1.5, 0.5, 7.5, 6.5, 5.5, 4.5, 11.5, 10.5, 9.5, 8.5,
+                                 -8.5, -9.5, -10.5, -11.5, -4.5, -5.5, -6.5, -7.5, -0.5, -1.5,
+                                 -2.5, -3.5};
+/* np.flip(x24.reshape(2,3,4), -2) */
+static const double flip_m2[] = {-3.5, -2.5, -1.5, -0.5, -7.5, -6.5, -5.5, -4.5, -11.5, -10.5,
+                                 -9.5, -8.5, 8.5, 9.5, 10.5, 11.5, 4.5, 5.5, 6.5, 7.5, 0.5,
+                                 1.5, 2.5, 3.5};
 static const double cat_a[] = {1, 2};
 static const double cat_c[] = {7, 8, 9, 10};
 /* np.concatenate([cat_a [2,1], x24[:6] [2,3], cat_c [2,2]], axis=1) */
@@ -59,6 +67,10 @@ const op_case kiln_opcases_shape[] = {
     C1("permute_3d", "permute", X(3, 2, 3, 4), "perm=[2,0,1]", perm_201, 24),
     C1("permute_3d_negative", "permute", X(3, 2, 3, 4), "perm=[1,-1,0]", perm_120, 24),
     C1("permute_identity", "permute", X(2, 4, 6), "perm=[0,1]", x24, 24),
+    /* flip */
+    C1("flip_two_axes", "flip", X(3, 2, 3, 4), "dims=[0,2]", flip_02, 24),
+    C1("flip_negative_axis", "flip", X(3, 2, 3, 4), "dims=[-2]", flip_m2, 24),
+    C1("flip_none", "flip", X(2, 4, 6), "dims=[]", x24, 24),
     /* broadcast_to */
     C1("broadcast_to_row", "broadcast_to", ROW3, "shape=[2,3]", bc_row, 6),
     C1("broadcast_to_col", "broadcast_to", COL21, "shape=[3,2,4]", bc_col, 24),
