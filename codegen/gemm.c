@@ -905,11 +905,12 @@ static void emit_im2col_rows(kiln_sbuf *b, const kiln_kim2col *g, const char *ro
  * row whether the image row exists and its offset, per kernel column the
  * load masks of its 16-float chunks (zeros in the padding, nothing read
  * there). A row (a tap of a channel) is then one masked load and store per
- * chunk of each run. nr: the most columns a call packs. */
+ * chunk of each run; with stride 2, two masked loads of 16 and the even
+ * lanes of both picked by one permute. nr: the most columns a call packs. */
 static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
 {
     long long C = g->C, H = g->H, W = g->W, KH = g->kh, KW = g->kw;
-    long long SH = g->sh, PH = g->ph, PW = g->pw, DH = g->dh, DW = g->dw;
+    long long SH = g->sh, SW = g->sw, PH = g->ph, PW = g->pw, DH = g->dh, DW = g->dw;
     long long OH = g->OH, OW = g->OW, R0 = g->r0;
     long long P = OH * OW, HW = H * W, KK = KH * KW;
     long long maxr = cdiv(nr, OW) + 1, ch = cdiv(min64(OW, nr), 16);
@@ -917,13 +918,13 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "    int64_t rs[%lld], rb[%lld], ho[%lld][%lld], nrun = 0;\n"
                    "    int nch[%lld];\n"
                    "    unsigned char vh[%lld][%lld];\n"
-                   "    __mmask16 sm[%lld][%lld], lm[%lld][%lld][%lld];\n"
+                   "    __mmask16 sm[%lld][%lld], lm[%lld][%lld][%lld][%lld];\n"
                    "    {\n"
                    "        int64_t img = j0 / %lld, oh = j0 %% %lld / %lld, ow = j0 %% %lld;\n"
                    "        for (int64_t e = 0; e < n; nrun++) {\n"
                    "            const int64_t len = %lld - ow < n - e ? %lld - ow : n - e;\n"
                    "            rs[nrun] = e;\n"
-                   "            rb[nrun] = img * %lld + ow - %lld;\n"
+                   "            rb[nrun] = img * %lld + ow * %lld - %lld;\n"
                    "            nch[nrun] = (int)((len + 15) / 16);\n"
                    "            for (int64_t i = 0; i < %lld; i++) {\n"
                    "                const int64_t ih = oh * %lld - %lld + i * %lld;\n"
@@ -933,15 +934,18 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "            for (int64_t k = 0; k < %lld; k++) {\n"
                    "                const int64_t left = len - 16 * k;\n"
                    "                sm[nrun][k] = (__mmask16)(left >= 16 ? 0xFFFFu : left > 0 ? (1u << left) - 1u : 0u);\n"
-                   "                for (int64_t jj = 0; jj < %lld; jj++) {\n"
-                   "                    /* lanes u of the chunk read iw = ow + 16k + u - pw + jj*dw */\n"
-                   "                    const int64_t a = ow + 16 * k - %lld + jj * %lld;\n"
-                   "                    int64_t lo = -a > 0 ? -a : 0, hi = %lld - a;\n"
-                   "                    if (hi > left) hi = left;\n"
-                   "                    if (hi > 16) hi = 16;\n"
-                   "                    if (lo > 16) lo = 16;\n"
-                   "                    lm[jj][nrun][k] = (__mmask16)(hi > lo ? ((1u << hi) - 1u) & ~((1u << lo) - 1u) : 0u);\n"
-                   "                }\n"
+                   "                for (int64_t jj = 0; jj < %lld; jj++)\n"
+                   "                    for (int64_t h = 0; h < %lld; h++) {\n"
+                   "                        /* lane t of load h reads iw = a + t: the chunk's outputs\n"
+                   "                         * u = (16h + t) / stride that exist, inside the image */\n"
+                   "                        const int64_t a = (ow + 16 * k) * %lld - %lld + jj * %lld + 16 * h;\n"
+                   "                        int64_t lo = -a > 0 ? -a : 0, hi = %lld - a;\n"
+                   "                        const int64_t need = left * %lld - 16 * h;\n"
+                   "                        if (hi > need) hi = need;\n"
+                   "                        if (hi > 16) hi = 16;\n"
+                   "                        if (lo > 16) lo = 16;\n"
+                   "                        lm[jj][h][nrun][k] = (__mmask16)(hi > lo ? ((1u << hi) - 1u) & ~((1u << lo) - 1u) : 0u);\n"
+                   "                    }\n"
                    "            }\n"
                    "            e += len;\n"
                    "            ow = 0;\n"
@@ -954,6 +958,8 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "    const int64_t r0 = %lld + k0;\n"
                    "    int64_t c = r0 / %lld, i = r0 %% %lld / %lld, jj = r0 %% %lld;\n"
                    "    const __m512 z = _mm512_setzero_ps();\n"
+                   "    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);\n"
+                   "    (void)ev;\n"
                    "    for (int64_t q = 0; q < kc; q++) {\n"
                    "        float *restrict d = dst + q * w;\n"
                    "        const float *xc = x + c * %lld + jj * %lld;\n"
@@ -965,8 +971,7 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "            }\n"
                    "            const float *src = xc + rb[m] + ho[i][m];\n"
                    "            for (int k = 0; k < nch[m]; k++)\n"
-                   "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
-                   "                                      _mm512_maskz_loadu_ps(lm[jj][m][k], src + 16 * k));\n"
+                   "%s"
                    "        }\n"
                    "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n"
                    "        if (++jj == %lld) {\n"
@@ -977,9 +982,15 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "            }\n"
                    "        }\n"
                    "    }\n}\n\n",
-                   maxr, maxr, KH, maxr, maxr, KH, maxr, maxr, ch, KW, maxr, ch,
-                   P, P, OW, OW, OW, OW, C * HW, PW, KH, SH, PH, DH, H, W, ch, KW, PW, DW, W, OH,
-                   R0, KK, KK, KW, KW, HW, DW, KW, KH);
+                   maxr, maxr, KH, maxr, maxr, KH, maxr, maxr, ch, KW, SW, maxr, ch,
+                   P, P, OW, OW, OW, OW, C * HW, SW, PW, KH, SH, PH, DH, H, W, ch, KW, SW, SW, PW,
+                   DW, W, SW, OH, R0, KK, KK, KW, KW, HW, DW,
+                   SW == 1 ? "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
+                             "                                      _mm512_maskz_loadu_ps(lm[jj][0][m][k], src + 16 * k));\n"
+                           : "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
+                             "                    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lm[jj][0][m][k], src + 32 * k), ev,\n"
+                             "                                           _mm512_maskz_loadu_ps(lm[jj][1][m][k], src + 32 * k + 16)));\n",
+                   KW, KH);
 }
 
 void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *g, int tb,
@@ -1004,7 +1015,7 @@ void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *
                         " * packed), then transposed into dst by kiln_gemm_pack_t"
                       : "",
                    name, ximg);
-    if (!tb && SW == 1 && isa == KILN_ISA_AVX512) {
+    if (!tb && (SW == 1 || SW == 2) && isa == KILN_ISA_AVX512) {
         emit_packb_runs_avx512(b, g, nr);
         return;
     }
