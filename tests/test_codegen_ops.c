@@ -1,5 +1,6 @@
 /* tests/test_codegen_ops.c — the generated C (KILN_BACKEND_C) against the
- * reference interpreter, op by op, for every op of the registry.
+ * reference interpreter, op by op, for every op of the registry (the shape
+ * family also through the LLVM backend).
  *
  * Each family below is many independent cases in ONE graph: every case has
  * its own uniquely named inputs ("c<k>_in<i>") and its result is an output
@@ -32,6 +33,7 @@
  * the compile and run times. */
 #include <criterion/criterion.h>
 
+#include "codegen/llvm.h"
 #include "ir/graph.h"
 #include "ir/ops.h"
 #include "tests/opcases.h"
@@ -1101,11 +1103,13 @@ static void stat_print(const char *what, const errstat *s)
 /* Threads the generated kernels run on (0: one per core); tests run
  * families with 1 and with 2. */
 static int g_threads;
+/* The backend under test: the C backend, or for some families LLVM too. */
+static kiln_backend g_backend = KILN_BACKEND_C;
 
 static kiln_program *compile_c(const kiln_graph *g, const kiln_train_options *train)
 {
     kiln_compile_options opt = kiln_compile_defaults();
-    opt.backend = KILN_BACKEND_C;
+    opt.backend = g_backend;
     opt.threads = g_threads;
     opt.cache_dir = cache_dir;
     if (train) opt.train = *train;
@@ -1275,6 +1279,13 @@ Test(codegen_ops, binary) { run_named("binary"); }
 Test(codegen_ops, reduce) { run_named("reduce"); }
 Test(codegen_ops, matmul) { run_named("matmul"); }
 Test(codegen_ops, shape) { run_named("shape"); }
+/* the shape ops (flip, permute, slice, ...) through the LLVM backend */
+Test(codegen_ops, shape_llvm)
+{
+    if (!kiln_llvm_available()) cr_skip_test("kiln was built without LLVM");
+    g_backend = KILN_BACKEND_LLVM;
+    run_named("shape");
+}
 Test(codegen_ops, loss) { run_named("loss"); }
 Test(codegen_ops, norm) { run_named("norm"); }
 Test(codegen_ops, norm_2_threads) { g_threads = 2; run_named("norm"); }
