@@ -824,6 +824,49 @@ void kiln_emit_gemm_packab(kiln_sbuf *b, const char *name, const kiln_gemm_shape
 
 /* ---- implicit im2col: op(B) packed from the image ---- */
 
+/* The generated packers' shared pieces. A panel's columns from pixel j0
+ * split into runs along output rows: the loop's head (img, oh, ow of j0;
+ * len the run's length, rs[nrun] its first column) ... */
+static void emit_runs_open(kiln_sbuf *b, long long P, long long OW)
+{
+    kiln_sb_printf(b,
+                   "        int64_t img = j0 / %lld, oh = j0 %% %lld / %lld, ow = j0 %% %lld;\n"
+                   "        for (int64_t e = 0; e < n; nrun++) {\n"
+                   "            const int64_t len = %lld - ow < n - e ? %lld - ow : n - e;\n"
+                   "            rs[nrun] = e;\n",
+                   P, P, OW, OW, OW, OW);
+}
+
+/* ... and its tail: on to the next output row. */
+static void emit_runs_close(kiln_sbuf *b, long long OH)
+{
+    kiln_sb_printf(b,
+                   "            e += len;\n"
+                   "            ow = 0;\n"
+                   "            if (++oh == %lld) {\n"
+                   "                oh = 0;\n"
+                   "                img++;\n"
+                   "            }\n"
+                   "        }\n",
+                   OH);
+}
+
+/* The end of a loop over the column matrix's rows: on to the next tap
+ * (jj, i, c), and the loop's closing brace. */
+static void emit_next_tap(kiln_sbuf *b, long long KW, long long KH)
+{
+    kiln_sb_printf(b,
+                   "        if (++jj == %lld) {\n"
+                   "            jj = 0;\n"
+                   "            if (++i == %lld) {\n"
+                   "                i = 0;\n"
+                   "                c++;\n"
+                   "            }\n"
+                   "        }\n"
+                   "    }\n",
+                   KW, KH);
+}
+
 /* The rows of the column matrix, ROWS of them from row R0 + RSTART, each LEN
  * pixels from pixel PSTART, row q written at DROW (q the loop variable) and
  * zero-filled up to TAIL when not NULL: runs of pixels along an output row,
@@ -875,27 +918,10 @@ static void emit_im2col_rows(kiln_sbuf *b, const kiln_kim2col *g, const char *ro
                        "                    dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
                        "                }\n",
                        SW, W);
-    kiln_sb_printf(b,
-                   "            }\n"
-                   "            e += len;\n"
-                   "            ow = 0;\n"
-                   "            if (++oh == %lld) {\n"
-                   "                oh = 0;\n"
-                   "                img++;\n"
-                   "            }\n"
-                   "        }\n",
-                   OH);
+    kiln_sb_puts(b, "            }\n");
+    emit_runs_close(b, OH);
     if (tail) kiln_sb_printf(b, "        for (; e < %s; e++) d[e] = 0.0f;\n", tail);
-    kiln_sb_printf(b,
-                   "        if (++jj == %lld) {\n"
-                   "            jj = 0;\n"
-                   "            if (++i == %lld) {\n"
-                   "                i = 0;\n"
-                   "                c++;\n"
-                   "            }\n"
-                   "        }\n"
-                   "    }\n",
-                   KW, KH);
+    emit_next_tap(b, KW, KH);
 }
 
 /* The body of an im2col PACKB (not transposed) for stride 1 along the
@@ -919,11 +945,10 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "    int nch[%lld];\n"
                    "    unsigned char vh[%lld][%lld];\n"
                    "    __mmask16 sm[%lld][%lld], lm[%lld][%lld][%lld][%lld];\n"
-                   "    {\n"
-                   "        int64_t img = j0 / %lld, oh = j0 %% %lld / %lld, ow = j0 %% %lld;\n"
-                   "        for (int64_t e = 0; e < n; nrun++) {\n"
-                   "            const int64_t len = %lld - ow < n - e ? %lld - ow : n - e;\n"
-                   "            rs[nrun] = e;\n"
+                   "    {\n",
+                   maxr, maxr, KH, maxr, maxr, KH, maxr, maxr, ch, KW, SW, maxr, ch);
+    emit_runs_open(b, P, OW);
+    kiln_sb_printf(b,
                    "            rb[nrun] = img * %lld + ow * %lld - %lld;\n"
                    "            nch[nrun] = (int)((len + 15) / 16);\n"
                    "            for (int64_t i = 0; i < %lld; i++) {\n"
@@ -946,14 +971,10 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "                        if (lo > 16) lo = 16;\n"
                    "                        lm[jj][h][nrun][k] = (__mmask16)(hi > lo ? ((1u << hi) - 1u) & ~((1u << lo) - 1u) : 0u);\n"
                    "                    }\n"
-                   "            }\n"
-                   "            e += len;\n"
-                   "            ow = 0;\n"
-                   "            if (++oh == %lld) {\n"
-                   "                oh = 0;\n"
-                   "                img++;\n"
-                   "            }\n"
-                   "        }\n"
+                   "            }\n",
+                   C * HW, SW, PW, KH, SH, PH, DH, H, W, ch, KW, SW, SW, PW, DW, W, SW);
+    emit_runs_close(b, OH);
+    kiln_sb_printf(b,
                    "    }\n"
                    "    const int64_t r0 = %lld + k0;\n"
                    "    int64_t c = r0 / %lld, i = r0 %% %lld / %lld, jj = r0 %% %lld;\n"
@@ -973,24 +994,15 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "            for (int k = 0; k < nch[m]; k++)\n"
                    "%s"
                    "        }\n"
-                   "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n"
-                   "        if (++jj == %lld) {\n"
-                   "            jj = 0;\n"
-                   "            if (++i == %lld) {\n"
-                   "                i = 0;\n"
-                   "                c++;\n"
-                   "            }\n"
-                   "        }\n"
-                   "    }\n}\n\n",
-                   maxr, maxr, KH, maxr, maxr, KH, maxr, maxr, ch, KW, SW, maxr, ch,
-                   P, P, OW, OW, OW, OW, C * HW, SW, PW, KH, SH, PH, DH, H, W, ch, KW, SW, SW, PW,
-                   DW, W, SW, OH, R0, KK, KK, KW, KW, HW, DW,
+                   "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n",
+                   R0, KK, KK, KW, KW, HW, DW,
                    SW == 1 ? "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
                              "                                      _mm512_maskz_loadu_ps(lm[jj][0][m][k], src + 16 * k));\n"
                            : "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
                              "                    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lm[jj][0][m][k], src + 32 * k), ev,\n"
-                             "                                           _mm512_maskz_loadu_ps(lm[jj][1][m][k], src + 32 * k + 16)));\n",
-                   KW, KH);
+                             "                                           _mm512_maskz_loadu_ps(lm[jj][1][m][k], src + 32 * k + 16)));\n");
+    emit_next_tap(b, KW, KH);
+    kiln_sb_puts(b, "}\n\n");
 }
 
 void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *g, int tb,
@@ -1026,22 +1038,17 @@ void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *
         long long P = g->OH * g->OW, HW = g->H * g->W, KK = g->kh * g->kw;
         kiln_sb_printf(b,
                        "    int64_t rs[%d], rl[%d], rb[%d], rh[%d], rw[%d], nrun = 0;\n"
-                       "    {\n"
-                       "        int64_t img = j0 / %lld, oh = j0 %% %lld / %lld, ow = j0 %% %lld;\n"
-                       "        for (int64_t e = 0; e < n; nrun++) {\n"
-                       "            const int64_t len = %lld - ow < n - e ? %lld - ow : n - e;\n"
-                       "            rs[nrun] = e;\n"
+                       "    {\n",
+                       nr, nr, nr, nr, nr);
+        emit_runs_open(b, P, OW);
+        kiln_sb_printf(b,
                        "            rl[nrun] = len;\n"
                        "            rb[nrun] = img * %lld;\n"
                        "            rh[nrun] = oh * %lld;\n"
-                       "            rw[nrun] = ow * %lld;\n"
-                       "            e += len;\n"
-                       "            ow = 0;\n"
-                       "            if (++oh == %lld) {\n"
-                       "                oh = 0;\n"
-                       "                img++;\n"
-                       "            }\n"
-                       "        }\n"
+                       "            rw[nrun] = ow * %lld;\n",
+                       C * HW, SH, SW);
+        emit_runs_close(b, OH);
+        kiln_sb_printf(b,
                        "    }\n"
                        "    const int64_t r0 = %lld + k0;\n"
                        "    int64_t c = r0 / %lld, i = r0 %% %lld / %lld, jj = r0 %% %lld;\n"
@@ -1058,24 +1065,9 @@ void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *
                        "            }\n"
                        "            const float *restrict src = xc + rb[m] + ih * %lld;\n"
                        "            const int64_t iw0 = rw[m] + oj;\n",
-                       nr, nr, nr, nr, nr, P, P, OW, OW, OW, OW, C * HW, SH, SW, OH, R0, KK, KK,
-                       KW, KW, DH, PH, DW, PW, HW, H, W);
-        if (SW == 1 && isa == KILN_ISA_AVX512)
-            /* 16 columns at a time: a masked load (zeros in the padding,
-             * nothing read there) and a masked store */
-            kiln_sb_printf(b,
-                           "            for (int64_t u0 = 0; u0 < len; u0 += 16) {\n"
-                           "                const int64_t a = iw0 + u0, left = len - u0;\n"
-                           "                int64_t lo = -a > 0 ? -a : 0, hi = %lld - a;\n"
-                           "                if (hi > left) hi = left;\n"
-                           "                if (hi > 16) hi = 16;\n"
-                           "                if (lo > 16) lo = 16;\n"
-                           "                const __mmask16 sm = (__mmask16)(left >= 16 ? 0xFFFFu : (1u << left) - 1u);\n"
-                           "                const __mmask16 lm = (__mmask16)(hi > lo ? ((1u << hi) - 1u) & ~((1u << lo) - 1u) : 0u);\n"
-                           "                _mm512_mask_storeu_ps(dd + u0, sm, _mm512_maskz_loadu_ps(lm, src + a));\n"
-                           "            }\n",
-                           W);
-        else if (SW == 1)
+                       R0, KK, KK, KW, KW, DH, PH, DW, PW, HW, H, W);
+        /* (stride 1 and 2 on AVX-512: emit_packb_runs_avx512) */
+        if (SW == 1)
             kiln_sb_printf(b,
                            "            if (iw0 >= 0 && iw0 + len <= %lld) {\n"
                            "                for (int64_t u = 0; u < len; u++) dd[u] = src[iw0 + u];\n"
@@ -1099,18 +1091,10 @@ void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *
                            "                dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
                            "            }\n",
                            SW, W, SW, SW, W);
-        kiln_sb_printf(b,
-                       "        }\n"
-                       "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n"
-                       "        if (++jj == %lld) {\n"
-                       "            jj = 0;\n"
-                       "            if (++i == %lld) {\n"
-                       "                i = 0;\n"
-                       "                c++;\n"
-                       "            }\n"
-                       "        }\n"
-                       "    }\n}\n\n",
-                       KW, KH);
+        kiln_sb_puts(b, "        }\n"
+                        "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n");
+        emit_next_tap(b, KW, KH);
+        kiln_sb_puts(b, "}\n\n");
         return;
     }
     kiln_sb_puts(b, "    float *restrict t = kiln_gemm_pa;\n");

@@ -292,20 +292,28 @@ Test(conv, pass_shares_im2col_and_uses_gemms)
     kiln_graph_free(f);
 }
 
+/* x [2,3,8,8] -> conv3x3(c1, bias) -> relu -> conv3x3(c2, stride, no bias)
+ * -> mean as the loss: the forward graph. */
+static kiln_graph *two_convs(int64_t c1, int64_t c2, int64_t stride)
+{
+    kiln_graph *g = kiln_graph_new("two_convs");
+    int64_t xs[4] = {2, 3, 8, 8};
+    kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
+    kiln_conv_params p = {.padding = {1, 1}};
+    kiln_value h = kiln_relu(g, kiln_conv2d_layer(g, x, c1, 3, 3, &p, 1, "c1"));
+    p.stride[0] = p.stride[1] = stride;
+    kiln_value y = kiln_conv2d_layer(g, h, c2, 3, 3, &p, 0, "c2");
+    cr_assert_eq(kiln_set_loss(g, kiln_reduce_mean(g, y, 0, NULL, 0), "loss"), KILN_OK);
+    return g;
+}
+
 /* The input gradient of a stride-1 convolution is the convolution of dy
  * with the flipped, channel-swapped weights (passes/conv_lower.c): a GEMM
  * over an im2col of dy, no col2im; with stride 2 it stays W^T @ dy and
  * col2im. */
 static void input_gradient(int stride, int col2ims, int im2cols, int flips)
 {
-    kiln_graph *g = kiln_graph_new("two_convs");
-    int64_t xs[4] = {2, 3, 8, 8};
-    kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
-    kiln_conv_params p = {.padding = {1, 1}};
-    kiln_value h = kiln_relu(g, kiln_conv2d_layer(g, x, 4, 3, 3, &p, 1, "c1"));
-    p.stride[0] = p.stride[1] = stride;
-    kiln_value y = kiln_conv2d_layer(g, h, 5, 3, 3, &p, 0, "c2");
-    cr_assert_eq(kiln_set_loss(g, kiln_reduce_mean(g, y, 0, NULL, 0), "loss"), KILN_OK);
+    kiln_graph *g = two_convs(4, 5, stride);
     kiln_graph *t = train_graph(g);
     cr_assert_eq(kiln_test_count_op(t, "conv_transpose2d"), 1);
     cr_assert_eq(kiln_run_pass(t, "conv_lower"), KILN_OK, "%s", kiln_graph_error(t));
@@ -332,13 +340,7 @@ Test(conv, pass_input_gradient_stride_2_is_gemm_and_col2im)
  * back to NCHW; its matrix products are packed GEMMs. */
 Test(conv, fusion_bias_and_relu_join_the_permute)
 {
-    kiln_graph *f = kiln_graph_new("two_convs");
-    int64_t xs[4] = {2, 3, 8, 8};
-    kiln_value x = kiln_input(f, "x", KILN_F32, 4, xs);
-    kiln_conv_params cp = {.padding = {1, 1}};
-    kiln_value h = kiln_relu(f, kiln_conv2d_layer(f, x, 4, 3, 3, &cp, 1, "c1"));
-    kiln_value y = kiln_conv2d_layer(f, h, 5, 3, 3, &cp, 0, "c2");
-    cr_assert_eq(kiln_set_loss(f, kiln_reduce_mean(f, y, 0, NULL, 0), "loss"), KILN_OK);
+    kiln_graph *f = two_convs(4, 5, 1);
     kiln_graph *t = train_graph(f);
     cr_assert_eq(kiln_run_pass(t, "conv_lower"), KILN_OK, "%s", kiln_graph_error(t));
     kiln_fuse_plan *p = NULL;
@@ -484,13 +486,7 @@ Test(conv, implicit_im2col_removes_the_kernel_and_buffer)
  * stride-1 convolution (a convolution of dy) packs from dy. */
 Test(conv, implicit_im2col_in_training_stores_no_column_matrix)
 {
-    kiln_graph *g = kiln_graph_new("two_convs");
-    int64_t xs[4] = {2, 3, 8, 8};
-    kiln_value x = kiln_input(g, "x", KILN_F32, 4, xs);
-    kiln_conv_params p = {.padding = {1, 1}};
-    kiln_value h = kiln_relu(g, kiln_conv2d_layer(g, x, 16, 3, 3, &p, 1, "c1"));
-    kiln_value y = kiln_conv2d_layer(g, h, 16, 3, 3, &p, 0, "c2");
-    cr_assert_eq(kiln_set_loss(g, kiln_reduce_mean(g, y, 0, NULL, 0), "loss"), KILN_OK);
+    kiln_graph *g = two_convs(16, 16, 1);
     kiln_graph *t = train_graph(g);
     cr_assert_eq(kiln_run_pass(t, "conv_lower"), KILN_OK, "%s", kiln_graph_error(t));
     cr_assert_eq(kiln_test_count_op(t, "im2col"), 3); /* x, h, and dy of c2 */

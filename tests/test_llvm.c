@@ -1093,17 +1093,26 @@ static void mlp_start(tp *t, const kiln_graph *g)
     set_hparam(t, "step", 1.0);
 }
 
+/* The MLP's training program at batch bs (*f the model, *g the program),
+ * fused and placed in *t, with mlp_start's values. */
+static void mlp_program(int64_t bs, kiln_graph **f, kiln_graph **g, tp *t)
+{
+    char *err = NULL;
+    cr_assert_eq(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", bs, f, &err),
+                 KILN_OK, "%s", err ? err : "");
+    free(err);
+    kiln_train_options opt = kiln_train_defaults();
+    cr_assert_eq(kiln_train_program(*f, &opt, g), KILN_OK, "%s", kiln_graph_error(*f));
+    tp_build(t, *g, "train_step", true);
+    mlp_start(t, *g);
+}
+
 Test(llvm, mlp_train_step)
 {
     kiln_graph *f = NULL, *g = NULL;
     char *err = NULL;
-    cr_assert_eq(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", 32, &f, &err),
-                 KILN_OK, "%s", err ? err : "");
-    kiln_train_options opt = kiln_train_defaults();
-    cr_assert_eq(kiln_train_program(f, &opt, &g), KILN_OK, "%s", kiln_graph_error(f));
     tp t;
-    tp_build(&t, g, "train_step", true);
-    mlp_start(&t, g);
+    mlp_program(32, &f, &g, &t);
     tp_run_both(&t, NULL);
     cr_expect_eq(t.rc_c, 0);
     cr_expect_eq(t.rc_l, 0);
@@ -1152,13 +1161,8 @@ Test(llvm, compiled_in_parts)
 {
     kiln_graph *f = NULL, *g = NULL;
     char *err = NULL;
-    cr_assert_eq(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.kiln", 17, &f, &err),
-                 KILN_OK, "%s", err ? err : "");
-    kiln_train_options opt = kiln_train_defaults();
-    cr_assert_eq(kiln_train_program(f, &opt, &g), KILN_OK, "%s", kiln_graph_error(f));
     tp t;
-    tp_build(&t, g, "train_step", true);
-    mlp_start(&t, g);
+    mlp_program(17, &f, &g, &t);
     const char *old = getenv("KILN_LLVM_THREADS");
     char *saved = old ? strdup(old) : NULL;
     char *mem[3][4];
