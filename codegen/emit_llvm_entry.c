@@ -1,6 +1,9 @@
 /* codegen/emit_llvm_entry.c — the LLVM emitter's module: one internal
  * function per kernel, one external `i32 @kiln_<entry>(ptr P, ptr S, ptr A,
- * ptr rt)` per entry, and the target parameters the GEMM reads.
+ * ptr rt)` per entry, and the target parameters the GEMM reads; or one part
+ * of that module (kl_split: the kernels it owns, external as `kk<f>.<name>`,
+ * and in part 0 the entries and declarations of the others' kernels), so
+ * that codegen/llvm_jit.c compiles the parts on threads of their own.
  *
  * Expects: a plan as codegen/codegen.h describes it (entries with graphs,
  * places and kernels).
