@@ -867,6 +867,29 @@ static void emit_next_tap(kiln_sbuf *b, long long KW, long long KH)
                    KW, KH);
 }
 
+/* dd[u] = src[iw0 + u*SW] for u < len, 0 where iw0 + u*SW is outside
+ * [0, W): stride 1 as a zero head, a copy and a zero tail. ind: the
+ * indentation. */
+static void emit_row_copy(kiln_sbuf *b, const char *ind, long long W, long long SW)
+{
+    if (SW == 1)
+        kiln_sb_printf(b,
+                       "%sint64_t ua = -iw0 > 0 ? -iw0 : 0, ub = %lld - iw0 < len ? %lld - iw0 : len;\n"
+                       "%sif (ua > len) ua = len;\n"
+                       "%sif (ub < ua) ub = ua;\n"
+                       "%sfor (int64_t u = 0; u < ua; u++) dd[u] = 0.0f;\n"
+                       "%sfor (int64_t u = ua; u < ub; u++) dd[u] = src[iw0 + u];\n"
+                       "%sfor (int64_t u = ub; u < len; u++) dd[u] = 0.0f;\n",
+                       ind, W, W, ind, ind, ind, ind, ind);
+    else
+        kiln_sb_printf(b,
+                       "%sfor (int64_t u = 0; u < len; u++) {\n"
+                       "%s    const int64_t iw = iw0 + u * %lld;\n"
+                       "%s    dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
+                       "%s}\n",
+                       ind, ind, SW, ind, W, ind);
+}
+
 /* The rows of the column matrix, ROWS of them from row R0 + RSTART, each LEN
  * pixels from pixel PSTART, row q written at DROW (q the loop variable) and
  * zero-filled up to TAIL when not NULL: runs of pixels along an output row,
@@ -902,22 +925,7 @@ static void emit_im2col_rows(kiln_sbuf *b, const kiln_kim2col *g, const char *ro
                    "                const int64_t iw0 = ow * %lld + oj;\n",
                    R0, rstart, KK, KK, KW, KW, pstart, P, pstart, P, OW, pstart, OW, rows, drow, DH,
                    PH, DW, PW, len, OW, len, OW, len, SH, H, C, H, W, SW);
-    if (SW == 1)
-        kiln_sb_printf(b,
-                       "                int64_t ua = -iw0 > 0 ? -iw0 : 0, ub = %lld - iw0 < len ? %lld - iw0 : len;\n"
-                       "                if (ua > len) ua = len;\n"
-                       "                if (ub < ua) ub = ua;\n"
-                       "                for (int64_t u = 0; u < ua; u++) dd[u] = 0.0f;\n"
-                       "                for (int64_t u = ua; u < ub; u++) dd[u] = src[iw0 + u];\n"
-                       "                for (int64_t u = ub; u < len; u++) dd[u] = 0.0f;\n",
-                       W, W);
-    else
-        kiln_sb_printf(b,
-                       "                for (int64_t u = 0; u < len; u++) {\n"
-                       "                    const int64_t iw = iw0 + u * %lld;\n"
-                       "                    dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
-                       "                }\n",
-                       SW, W);
+    emit_row_copy(b, "                ", W, SW);
     kiln_sb_puts(b, "            }\n");
     emit_runs_close(b, OH);
     if (tail) kiln_sb_printf(b, "        for (; e < %s; e++) d[e] = 0.0f;\n", tail);
@@ -1066,31 +1074,15 @@ void kiln_emit_im2col_packb(kiln_sbuf *b, const char *name, const kiln_kim2col *
                        "            const float *restrict src = xc + rb[m] + ih * %lld;\n"
                        "            const int64_t iw0 = rw[m] + oj;\n",
                        R0, KK, KK, KW, KW, DH, PH, DW, PW, HW, H, W);
-        /* (stride 1 and 2 on AVX-512: emit_packb_runs_avx512) */
-        if (SW == 1)
-            kiln_sb_printf(b,
-                           "            if (iw0 >= 0 && iw0 + len <= %lld) {\n"
-                           "                for (int64_t u = 0; u < len; u++) dd[u] = src[iw0 + u];\n"
-                           "                continue;\n"
-                           "            }\n"
-                           "            int64_t ua = -iw0 > 0 ? -iw0 : 0, ub = %lld - iw0 < len ? %lld - iw0 : len;\n"
-                           "            if (ua > len) ua = len;\n"
-                           "            if (ub < ua) ub = ua;\n"
-                           "            for (int64_t u = 0; u < ua; u++) dd[u] = 0.0f;\n"
-                           "            for (int64_t u = ua; u < ub; u++) dd[u] = src[iw0 + u];\n"
-                           "            for (int64_t u = ub; u < len; u++) dd[u] = 0.0f;\n",
-                           W, W, W);
-        else
-            kiln_sb_printf(b,
-                           "            if (iw0 >= 0 && iw0 + (len - 1) * %lld < %lld) {\n"
-                           "                for (int64_t u = 0; u < len; u++) dd[u] = src[iw0 + u * %lld];\n"
-                           "                continue;\n"
-                           "            }\n"
-                           "            for (int64_t u = 0; u < len; u++) {\n"
-                           "                const int64_t iw = iw0 + u * %lld;\n"
-                           "                dd[u] = iw >= 0 && iw < %lld ? src[iw] : 0.0f;\n"
-                           "            }\n",
-                           SW, W, SW, SW, W);
+        /* (stride 1 and 2 on AVX-512: emit_packb_runs_avx512); a run inside
+         * the image is a plain (strided) copy */
+        kiln_sb_printf(b,
+                       "            if (iw0 >= 0 && iw0 + (len - 1) * %lld < %lld) {\n"
+                       "                for (int64_t u = 0; u < len; u++) dd[u] = src[iw0 + u * %lld];\n"
+                       "                continue;\n"
+                       "            }\n",
+                       SW, W, SW);
+        emit_row_copy(b, "            ", W, SW);
         kiln_sb_puts(b, "        }\n"
                         "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n");
         emit_next_tap(b, KW, KH);
