@@ -9,12 +9,10 @@
 
 #include "tests/testutil.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* A body (linear, batchnorm) and a head in a group of its own. */
@@ -626,44 +624,26 @@ Test(transfer_learning, load_matching)
 
 #define DATA_DIR "/usr/share/datasets/fashion-mnist"
 
-typedef struct run {
-    int status;
-    char out[65536], err[65536];
-} run;
+typedef kiln_test_run run;
 
 /* Runs kiln with args (NULL-terminated) in the source folder, XDG_CACHE_HOME
- * in tmp; stdout and stderr go to files read back. */
+ * in tmp (kiln_test_run_in); r's earlier output is freed. */
 static void kiln(run *r, const char *const *args)
 {
-    char of[256], ef[256], cache[256];
-    snprintf(of, sizeof of, "%s/out", tmp);
-    snprintf(ef, sizeof ef, "%s/err", tmp);
+    char cache[256];
     snprintf(cache, sizeof cache, "%s/cache", tmp);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        if (!freopen(of, "w", stdout) || !freopen(ef, "w", stderr) || chdir(KILN_SOURCE_DIR))
-            _exit(126);
-        setenv("XDG_CACHE_HOME", cache, 1);
-        const char *argv[32] = {"kiln"};
-        int n = 1;
-        for (; args[n - 1] && n < 31; n++) argv[n] = args[n - 1];
-        argv[n] = NULL;
-        execv(KILN_BINARY, (char *const *)argv);
-        _exit(127);
-    }
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0) cr_assert_eq(errno, EINTR);
-    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-    const char *files[2] = {of, ef};
-    char *bufs[2] = {r->out, r->err};
-    for (int k = 0; k < 2; k++) {
-        FILE *f = fopen(files[k], "r");
-        size_t n = f ? fread(bufs[k], 1, sizeof r->out - 1, f) : 0;
-        bufs[k][n] = 0;
-        if (f) fclose(f);
-    }
+    char *argv[32] = {KILN_BINARY};
+    int n = 1;
+    for (; args[n - 1] && n < 31; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    const char *old = getenv("XDG_CACHE_HOME");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("XDG_CACHE_HOME", cache, 1);
+    kiln_test_run_free(r);
+    *r = kiln_test_run_in(tmp, KILN_SOURCE_DIR, 1, argv);
+    if (saved) setenv("XDG_CACHE_HOME", saved, 1);
+    else unsetenv("XDG_CACHE_HOME");
+    free(saved);
 }
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -743,6 +723,7 @@ Test(transfer_learning, cli, .timeout = 600)
     want(r, 2, "--lr LO:HI is for the one-cycle schedule");
     kiln(r, ARGS("train", body, "--init-from", ck, "--load", ck));
     want(r, 2, "exclude each other");
+    kiln_test_run_free(r);
     free(r);
     kiln_test_rmtree(tmp);
 }
