@@ -107,6 +107,26 @@ typedef struct test_epi_ctx {
     int64_t ldc, n;
 } test_epi_ctx;
 
+/* Compiles the source in b (freed here), which ends with the table
+ * kiln_test_gemms, and returns the table; *so the loaded object. */
+static gemm_fn const *load_table(kiln_sbuf *b, const kiln_cg_target *t, kiln_so **so)
+{
+    cr_assert(!b->oom);
+    kiln_cc_options o = {.cc = NULL, .cache_dir = cache, .verbose = 0};
+    int cached;
+    double secs;
+    char *err = NULL;
+    *so = NULL;
+    kiln_status st = kiln_cc_load(b->p, &o, so, &cached, &secs, &err);
+    size_t bytes = b->n;
+    free(b->p);
+    cr_assert_eq(st, KILN_OK, "%s", err ? err : "");
+    cr_log_info("%s: %zu bytes of C, compiled in %.2f s", kiln_isa_name(t->isa), bytes, secs);
+    gemm_fn const *table = kiln_so_sym(*so, "kiln_test_gemms");
+    cr_assert_not_null(table);
+    return table;
+}
+
 /* Compiles the cases for target t into one object: kiln_test_gemms[i] is
  * case i's function. */
 static kiln_so *compile_cases(const kiln_cg_target *t, const gcase *c, int n, gemm_fn *fns)
@@ -127,20 +147,8 @@ static kiln_so *compile_cases(const kiln_cg_target *t, const gcase *c, int n, ge
                      "    const kiln_rt *, void *) = {\n");
     for (int i = 0; i < n; i++) kiln_sb_printf(&b, "    g%d,\n", i);
     kiln_sb_puts(&b, "};\n");
-    cr_assert(!b.oom);
-    kiln_cc_options o = {.cc = NULL, .cache_dir = cache, .verbose = 0};
-    kiln_so *so = NULL;
-    int cached;
-    double secs;
-    char *err = NULL;
-    kiln_status st = kiln_cc_load(b.p, &o, &so, &cached, &secs, &err);
-    size_t bytes = b.n;
-    free(b.p);
-    cr_assert_eq(st, KILN_OK, "%s", err ? err : "");
-    cr_log_info("%s: %d GEMMs, %zu bytes of C, compiled in %.2f s", kiln_isa_name(t->isa), n, bytes,
-                secs);
-    gemm_fn const *table = kiln_so_sym(so, "kiln_test_gemms");
-    cr_assert_not_null(table);
+    kiln_so *so;
+    gemm_fn const *table = load_table(&b, t, &so);
     for (int i = 0; i < n; i++) fns[i] = table[i];
     return so;
 }
@@ -456,17 +464,8 @@ static void check_im2col_packb(const kiln_cg_target *t)
                      "    const kiln_rt *, void *) = {\n");
     for (int i = 0; i < NV * NG; i++) kiln_sb_printf(&b, "    im%d, ex%d,\n", i, i);
     kiln_sb_puts(&b, "};\n");
-    cr_assert(!b.oom);
-    kiln_cc_options o = {.cc = NULL, .cache_dir = cache, .verbose = 0};
-    kiln_so *so = NULL;
-    int cached;
-    double secs;
-    char *err = NULL;
-    kiln_status st = kiln_cc_load(b.p, &o, &so, &cached, &secs, &err);
-    free(b.p);
-    cr_assert_eq(st, KILN_OK, "%s", err ? err : "");
-    gemm_fn const *fns = kiln_so_sym(so, "kiln_test_gemms");
-    cr_assert_not_null(fns);
+    kiln_so *so;
+    gemm_fn const *fns = load_table(&b, t, &so);
     kiln_pool *pool = kiln_pool_new(3);
     cr_assert_not_null(pool);
     kiln_rt rt = kiln_pool_rt(pool);
