@@ -987,8 +987,7 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "    const int64_t r0 = %lld + k0;\n"
                    "    int64_t c = r0 / %lld, i = r0 %% %lld / %lld, jj = r0 %% %lld;\n"
                    "    const __m512 z = _mm512_setzero_ps();\n"
-                   "    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);\n"
-                   "    (void)ev;\n"
+                   "%s"
                    "    for (int64_t q = 0; q < kc; q++) {\n"
                    "        float *restrict d = dst + q * w;\n"
                    "        const float *xc = x + c * %lld + jj * %lld;\n"
@@ -1003,7 +1002,11 @@ static void emit_packb_runs_avx512(kiln_sbuf *b, const kiln_kim2col *g, int nr)
                    "%s"
                    "        }\n"
                    "        for (int64_t e = n; e < w; e++) d[e] = 0.0f;\n",
-                   R0, KK, KK, KW, KW, HW, DW,
+                   R0, KK, KK, KW, KW,
+                   SW == 1 ? ""
+                           : "    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, "
+                             "12, 10, 8, 6, 4, 2, 0);\n",
+                   HW, DW,
                    SW == 1 ? "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
                              "                                      _mm512_maskz_loadu_ps(lm[jj][0][m][k], src + 16 * k));\n"
                            : "                _mm512_mask_storeu_ps(dd + 16 * k, sm[m][k],\n"
